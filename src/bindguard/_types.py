@@ -1,0 +1,84 @@
+"""The modality vocabulary shared by every layer."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from enum import Enum
+from typing import Union
+
+import torch
+
+from bindguard.errors import UnknownNameError
+
+
+class Modality(str, Enum):
+    """A modality of a unified encoder; the value is its canonical key."""
+
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+    POINT = "point"
+    DEPTH = "depth"
+    THERMAL = "thermal"
+    TEXT = "text"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, name: Union[str, "Modality"]) -> "Modality":
+        """Turn a canonical key or alias (``vision``, ``language``, ``point_cloud``...) into a Modality.
+
+        Raises:
+            UnknownNameError: for a name that is neither a key nor an alias.
+        """
+        if isinstance(name, Modality):
+            return name
+        key = str(name).strip().lower().replace("-", "_")
+        if key in _BY_NAME:
+            return _BY_NAME[key]
+        allowed = ", ".join(m.value for m in cls)
+        close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+        hint = f"did you mean {_BY_NAME[close[0]].value!r}? " if close else ""
+        raise UnknownNameError(f"unknown modality {name!r}; {hint}allowed: {allowed}")
+
+
+_ALIASES = {
+    "vision": Modality.IMAGE,
+    "language": Modality.TEXT,
+    "point_cloud": Modality.POINT,
+    "points": Modality.POINT,
+    "pointcloud": Modality.POINT,
+}
+_BY_NAME = {m.value: m for m in Modality} | _ALIASES
+
+#: Modalities whose raw input is a tensor that attacks can perturb (all but text).
+PERCEPTUAL_MODALITIES = tuple(m for m in Modality if m is not Modality.TEXT)
+
+#: A batch maps modalities to raw inputs: tensors, or lists of strings for text.
+Batch = Mapping[Modality, Union[torch.Tensor, list]]
+
+
+def parse_modalities(names: str | list[str] | tuple[str, ...], *, available: tuple[Modality, ...]) -> list[Modality]:
+    """Parse ``"all"``, a comma-separated string or a list into modalities the caller supports.
+
+    Raises:
+        UnknownNameError: for an unknown name, or one outside ``available``.
+    """
+    if isinstance(names, str):
+        names = [part for part in names.split(",") if part.strip()]
+    if not names:
+        raise UnknownNameError(f"no modality given; allowed: all, {', '.join(m.value for m in available)}")
+    if len(names) == 1 and str(names[0]).strip().lower() == "all":
+        return list(available)
+    chosen: list[Modality] = []
+    for name in names:
+        modality = Modality.parse(name)
+        if modality not in available:
+            raise UnknownNameError(
+                f"modality {modality.value!r} is not available here; allowed: all, {', '.join(m.value for m in available)}"
+            )
+        if modality not in chosen:
+            chosen.append(modality)
+    return chosen

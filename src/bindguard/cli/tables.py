@@ -1,0 +1,42 @@
+"""Rich tables of a results file."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def results_tables(results: dict) -> list[Table]:
+    """A zero-shot/retrieval table per modality, and a matrix of instance-level cross-modal Recall@1."""
+    rows = results["rows"]
+    title = f"{results['model']} on {results['data']} (clean)"
+    summary = Table(title=title)
+    for column in ("modality", "n", "top-1 %", "95% CI", "top-5 %", "text→x R@1", "x→text R@1"):
+        summary.add_column(column, justify="right" if column != "modality" else "left")
+    for row in rows:
+        if row["task"] != "zero-shot":
+            continue
+        modality = row["modality"]
+        text_to = next((r for r in rows if r.get("query") == "text" and r.get("gallery") == modality), {})
+        to_text = next((r for r in rows if r.get("query") == modality and r.get("gallery") == "text"), {})
+        low, high = row.get("top1_ci95", [None, None])
+        summary.add_row(modality, str(row["n"]), _percent(row["top1"]), f"{_percent(low)}–{_percent(high)}",
+                        _percent(row["top5"]), _percent(text_to.get("recall@1")), _percent(to_text.get("recall@1")))
+    tables = [summary]
+    instance = [r for r in rows if r.get("level") == "instance"]
+    if instance:
+        names = list(dict.fromkeys(r["query"] for r in instance))
+        matrix = Table(title="instance-level cross-modal retrieval, Recall@1 % (query ↓, gallery →)")
+        matrix.add_column("query")
+        for name in names:
+            matrix.add_column(name, justify="right")
+        lookup = {(r["query"], r["gallery"]): r for r in instance}
+        for query in names:
+            matrix.add_row(query, *[_percent(lookup[(query, g)]["recall@1"]) if (query, g) in lookup else "·" for g in names])
+        chance = instance[0]["chance_recall1"]
+        matrix.caption = f"chance: {100 * chance:.2f}%"
+        tables.append(matrix)
+    return tables

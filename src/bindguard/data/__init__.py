@@ -1,0 +1,23 @@
+"""Data sets that yield raw-domain batches, by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bindguard.data.builtin.benchmark import Benchmark, ModalityData
+from bindguard.registry import Registry
+
+DATASETS: Registry[Benchmark] = Registry("data set", "bindguard data list")
+DATASETS.register(
+    "builtin",
+    "bindguard.data.builtin.benchmark:load_builtin",
+    description="ten digits in image, video, audio, point, depth, thermal (scikit-learn glyphs, espeak-ng voices)",
+)
+
+
+def load_dataset(name: str, /, **options: Any) -> Benchmark:
+    """Load a registered data set by name, e.g. ``load_dataset("builtin", split="test")``."""
+    return DATASETS.create(name, **options)
+
+
+__all__ = ["DATASETS", "Benchmark", "ModalityData", "load_dataset"]

@@ -1,0 +1,189 @@
+"""TinyBind: the embedded default encoder, six perceptual modalities plus text, no GPU or network needed.
+
+Real pretrained parts, frozen: all-MiniLM-L6-v2 (text, the binding center) and an ImageNet
+EfficientNet-Lite0 trunk shared by image, video frames, depth, thermal and audio log-mel inputs.
+Trained parts, shipped as safetensors: one projection head per modality and a small PointNet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bindguard._types import Modality
+from bindguard.encoders.base import Encoder
+from bindguard.encoders.efficientnet_lite import load_pretrained_lite0
+from bindguard.encoders.logmel import LogMel
+from bindguard.encoders.pointnet import PointNet
+from bindguard.encoders.text_minilm import MINILM_DIM, MiniLMText
+from bindguard.encoders.vision_trunk import TRUNK_DIM, VisionTrunk
+from bindguard.errors import DataError
+from bindguard.modalities import InputSpec, audio_spec, depth_spec, image_spec, point_spec, thermal_spec, video_spec
+
+WEIGHTS_FORMAT = "bindguard-tinybind/1"
+TRUNK_MODALITIES = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO, Modality.DEPTH, Modality.THERMAL)
+
+
+@dataclass(frozen=True)
+class TinyBindConfig:
+    """Sizes of TinyBind's raw inputs and trained parts."""
+
+    canvas: int = 32  # raw image side, pixels
+    frames: int = 4
+    points: int = 256
+    sample_rate: int = 16_000
+    audio_samples: int = 16_000  # one second
+    n_mels: int = 64
+    backbone_size: int = 64  # pixel inputs are resized to this before the trunk
+    head_hidden: int = 512
+    embed_dim: int = MINILM_DIM
+
+
+def projection_head(config: TinyBindConfig) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(TRUNK_DIM, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, config.embed_dim))
+
+
+class TinyBind(Encoder):
+    """The embedded default. Build it with ``create_encoder("tinybind")``."""
+
+    name = "tinybind"
+    text_identity = "sentence-transformers/all-MiniLM-L6-v2:mean-pool"  # keys the semantic-center cache
+    modalities = (*TRUNK_MODALITIES, Modality.POINT, Modality.TEXT)
+
+    def __init__(self, config: TinyBindConfig | None = None, *, trunk: VisionTrunk | None = None):
+        super().__init__()
+        self.config = config = config or TinyBindConfig()
+        self.embed_dim = config.embed_dim
+        self.trunk = trunk or VisionTrunk(load_pretrained_lite0())
+        self.log_mel = LogMel(sample_rate=config.sample_rate, n_mels=config.n_mels)
+        self.heads = nn.ModuleDict({m.value: projection_head(config) for m in TRUNK_MODALITIES})
+        self.point_net = PointNet(config.embed_dim)
+        # log-mel standardisation constants, measured on the training clips
+        self.register_buffer("audio_mean", torch.zeros(()))
+        self.register_buffer("audio_std", torch.ones(()))
+        self._text: MiniLMText | None = None  # loaded on first use: it is the slowest part to build
+        self._specs = {
+            Modality.IMAGE: image_spec(config.canvas, config.canvas),
+            Modality.VIDEO: video_spec(config.frames, config.canvas, config.canvas),
+            Modality.AUDIO: audio_spec(config.audio_samples, config.sample_rate),
+            Modality.POINT: point_spec(config.points),
+            Modality.DEPTH: depth_spec(config.canvas, config.canvas),
+            Modality.THERMAL: thermal_spec(config.canvas, config.canvas),
+        }
+
+    def input_spec(self, modality: Modality) -> InputSpec:
+        modality = self.check_modality(modality)
+        if modality is Modality.TEXT:
+            raise DataError("text has no tensor input spec: it is given as a list of strings")
+        return self._specs[modality]
+
+    @property
+    def text_tower(self) -> MiniLMText:
+        if self._text is None:
+            self._text = MiniLMText().to(self.audio_mean.device)
+            self._text.requires_grad_(False)
+        return self._text
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config.backbone_size
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+    def trunk_input(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable raw input -> normalised (B', 3, H, W) trunk input (video: B' = B * T)."""
+        spec = self._specs[modality]
+        if modality is Modality.IMAGE:
+            return spec.normalize(self._resize(x))
+        if modality is Modality.VIDEO:
+            frames = x.flatten(0, 1)  # (B*T, 3, H, W)
+            return spec.normalize(self._resize(frames))
+        if modality in (Modality.DEPTH, Modality.THERMAL):
+            return spec.normalize(self._resize(x)).expand(-1, 3, -1, -1)
+        if modality is Modality.AUDIO:
+            spectrogram = (self.log_mel(x) - self.audio_mean) / self.audio_std  # (B, mels, frames)
+            return spectrogram.flip(1).unsqueeze(1).expand(-1, 3, -1, -1)  # low frequencies at the bottom
+        raise DataError(f"{modality.value} does not go through the vision trunk")
+
+    def trunk_features(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        """(B, TRUNK_DIM) frozen-trunk features of a raw batch; video averages its frames."""
+        features = self.trunk(self.trunk_input(modality, x))
+        if modality is Modality.VIDEO:
+            features = features.view(x.shape[0], x.shape[1], -1).mean(1)
+        return features
+
+    def _embed(self, modality: Modality, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            return self.text_tower(x)
+        if modality is Modality.POINT:
+            return self.point_net(x)
+        return self.heads[modality.value](self.trunk_features(modality, x))
+
+    # --- the trained parts -------------------------------------------------------------------
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The tensors ``tinybind train`` produces: heads, PointNet and audio statistics."""
+        state = {f"heads.{k}": v for k, v in self.heads.state_dict().items()}
+        state |= {f"point_net.{k}": v for k, v in self.point_net.state_dict().items()}
+        state |= {"audio_mean": self.audio_mean, "audio_std": self.audio_std}
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def save_trained(self, path: Path, *, recipe: dict) -> None:
+        """Write the trained parts as safetensors (atomically), with the config and recipe as metadata."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".partial")
+        metadata = {"format": WEIGHTS_FORMAT, "config": json.dumps(asdict(self.config)), "recipe": json.dumps(recipe)}
+        save_file(self.trained_state(), str(temporary), metadata=metadata)
+        temporary.replace(path)
+
+    def load_trained(self, path: Path) -> dict:
+        """Load trained parts written by ``save_trained``; returns the recipe.
+
+        Raises:
+            DataError: for a missing, corrupt or mismatched file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"TinyBind weights not found at {path}; fix: bindguard tinybind train --out {path}")
+        try:
+            state = load_file(str(path))
+            with open(path, "rb") as handle:
+                header_size = int.from_bytes(handle.read(8), "little")
+                metadata = json.loads(handle.read(header_size)).get("__metadata__", {})
+        except (SafetensorError, OSError, ValueError) as error:
+            raise DataError(f"TinyBind weights at {path} are corrupt ({error}); fix: bindguard tinybind train --out {path}") from error
+        if metadata.get("format") != WEIGHTS_FORMAT:
+            raise DataError(f"{path} is not a TinyBind weights file (format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})")
+        expected = self.trained_state()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            raise DataError(
+                f"TinyBind weights at {path} do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                f"wrong shape {wrong[:3]}); fix: bindguard tinybind train --out {path}"
+            )
+        self.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
+        self.point_net.load_state_dict({k[len("point_net."):]: v for k, v in state.items() if k.startswith("point_net.")})
+        self.audio_mean.copy_(state["audio_mean"])
+        self.audio_std.copy_(state["audio_std"])
+        return json.loads(metadata.get("recipe", "{}"))
+
+
+def shipped_weights_path() -> Path:
+    """The trained parts that ship inside the package."""
+    return Path(str(resources.files("bindguard.encoders") / "weights" / "tinybind.safetensors"))
+
+
+def create_tinybind(*, weights: str | Path | None = None, device: str | torch.device = "cpu") -> TinyBind:
+    """Build TinyBind with its shipped trained parts (or ``weights``), frozen and in eval mode."""
+    model = TinyBind()
+    model.recipe = model.load_trained(Path(weights) if weights else shipped_weights_path())
+    model.requires_grad_(False)
+    return model.eval().to(device)

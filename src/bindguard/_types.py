@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from enum import Enum
-from typing import Union
 
 import torch
 
@@ -27,7 +26,7 @@ class Modality(str, Enum):
         return self.value
 
     @classmethod
-    def parse(cls, name: Union[str, "Modality"]) -> "Modality":
+    def parse(cls, name: str | Modality) -> Modality:
         """Turn a canonical key or alias (``vision``, ``language``, ``point_cloud``...) into a Modality.
 
         Raises:
@@ -57,7 +56,7 @@ _BY_NAME = {m.value: m for m in Modality} | _ALIASES
 PERCEPTUAL_MODALITIES = tuple(m for m in Modality if m is not Modality.TEXT)
 
 #: A batch maps modalities to raw inputs: tensors, or lists of strings for text.
-Batch = Mapping[Modality, Union[torch.Tensor, list]]
+Batch = Mapping[Modality, torch.Tensor | list]
 
 
 def parse_modalities(names: str | list[str] | tuple[str, ...], *, available: tuple[Modality, ...]) -> list[Modality]:

@@ -45,9 +45,17 @@ class InputSpec:
         """Bring ``x`` back into the domain (differentiable where the input already lies inside)."""
         return x.clamp(*self.domain)
 
+    def clip_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Shrink a perturbation so that ``x + delta`` lies in the domain, never growing any coordinate.
+
+        For a box domain this is clamping, which keeps every norm budget that ``delta`` met.
+        """
+        return self.project(x + delta) - x
+
     def out_of_domain(self, x: torch.Tensor) -> float:
         """Largest distance of any value from the domain (0 when inside)."""
         low, high = self.domain
+        x = x.detach()
         return float(torch.maximum((low - x).amax(), (x - high).amax()).clamp(min=0))
 
     def normalize(self, x: torch.Tensor, channel_axis: int = -3) -> torch.Tensor:

@@ -20,8 +20,24 @@ class PointSpec(InputSpec):
         norms = x.norm(dim=-1, keepdim=True)  # (B, N, 1)
         return x * (self.radius / norms.clamp(min=self.radius))
 
+    def clip_delta(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Scale each point's displacement back along its own segment until the point is inside the ball.
+
+        Radial projection could grow one coordinate of a displacement (breaking a per-coordinate
+        Linf budget); scaling by t in [0, 1] shrinks every coordinate, so any norm budget still
+        holds. t solves |x + t d| = radius, which has one root in [0, 1] when x is inside.
+        """
+        target = x + delta
+        outside = target.norm(dim=-1, keepdim=True) > self.radius  # (B, N, 1)
+        along = (x * delta).sum(-1, keepdim=True)
+        length = delta.square().sum(-1, keepdim=True).clamp(min=1e-12)
+        room = (self.radius**2 - x.square().sum(-1, keepdim=True)).clamp(min=0)
+        t = (-along + (along.square() + length * room).sqrt()) / length
+        scale = torch.where(outside, t.clamp(0, 1) * (1 - 1e-6), torch.ones_like(t))
+        return delta * scale
+
     def out_of_domain(self, x: torch.Tensor) -> float:
-        return float((x.norm(dim=-1) - self.radius).amax().clamp(min=0))
+        return float((x.detach().norm(dim=-1) - self.radius).amax().clamp(min=0))
 
 
 def point_spec(points: int) -> PointSpec:

@@ -46,7 +46,7 @@ class TrainRecipe:
     logit_scale: float = 30.0  # centers are close (cosine ~0.8), so the CE needs a sharp scale
     pair_weight: float = 0.5
     pair_temperature: float = 0.1
-    batch_norm_momentum: float = 0.1
+    limit: int | None = None  # train on the first samples only (quick checks, tests)
 
 
 @torch.no_grad()
@@ -83,7 +83,7 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
     model.requires_grad_(False)
     report = progress or (lambda stage, done, total: None)
 
-    benchmark = load_builtin(split="train", variant=0)
+    benchmark = load_builtin(split="train", variant=0, limit=recipe.limit)
     centers = {
         m: compute_semantic_centers(model, benchmark.class_names, benchmark.templates[m]) for m in MODALITIES
     }
@@ -95,7 +95,7 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
     points: list[torch.Tensor] = []
     for variant in range(recipe.variants):
         report("features", variant, recipe.variants)
-        rendered = benchmark if variant == 0 else load_builtin(split="train", variant=variant)
+        rendered = benchmark if variant == 0 else load_builtin(split="train", variant=variant, limit=recipe.limit)
         features.append({m: _trunk_features(model, m, rendered.data[m].inputs) for m in TRUNK_MODALITIES})
         points.append(rendered.data[Modality.POINT].inputs)
     report("features", recipe.variants, recipe.variants)

@@ -1,0 +1,107 @@
+"""Threat models: a norm and a budget relative to the modality's domain, applied in its raw domain."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+from bindguard._types import Modality
+from bindguard.errors import ConfigError
+from bindguard.modalities import InputSpec
+
+NORMS = ("linf", "l2")
+
+
+def parse_eps(text: str | float) -> float:
+    """Parse ``"4/255"``, ``"0.01"`` or a number into a relative budget in (0, 1].
+
+    Raises:
+        ConfigError: for malformed, non-positive, non-finite or too large values.
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        cleaned = text.strip()
+        if not re.fullmatch(r"[0-9]*\.?[0-9]+(e-?[0-9]+)?(/[0-9]*\.?[0-9]+)?", cleaned):
+            raise ConfigError(f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01")
+        try:
+            value = float(Fraction(cleaned)) if "/" in cleaned else float(cleaned)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01") from None
+    _check_eps(value, text)
+    return value
+
+
+def _check_eps(value: float, given: object) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"eps must be > 0 and finite, got {given!r}")
+    if value > 1:
+        raise ConfigError(
+            f"eps {given!r} is larger than the whole domain (eps is relative to the domain's range: 1 = the full range); "
+            "use e.g. 4/255"
+        )
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """A perturbation budget.
+
+    Attributes:
+        norm: ``"linf"`` or ``"l2"``.
+        eps: budget as a fraction of the modality's domain range, so ``4/255`` means the same
+            relative budget in every modality. Point clouds use per-coordinate Linf and per-point L2.
+    """
+
+    norm: str
+    eps: float
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown norm {self.norm!r}; allowed: {', '.join(NORMS)}")
+        _check_eps(float(self.eps), self.eps)
+
+    @classmethod
+    def linf(cls, eps: float | str) -> ThreatModel:
+        return cls("linf", parse_eps(eps))
+
+    @classmethod
+    def l2(cls, eps: float | str) -> ThreatModel:
+        return cls("l2", parse_eps(eps))
+
+    @classmethod
+    def parse(cls, norm: str, eps: float | str) -> ThreatModel:
+        return cls(norm.strip().lower(), parse_eps(eps))
+
+    def absolute(self, spec: InputSpec) -> float:
+        """The budget in the modality's own units."""
+        return self.eps * spec.range
+
+    def norms(self, delta: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+        """(B,) size of each sample's perturbation under this norm (points: worst point for L2)."""
+        if self.norm == "linf":
+            return delta.flatten(1).abs().amax(1)
+        if spec.modality is Modality.POINT:
+            return delta.norm(dim=-1).amax(1)
+        return delta.flatten(1).norm(dim=1)
+
+    def project(self, x: torch.Tensor, delta: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+        """Bring ``delta`` into the budget, then shrink it so ``x + delta`` stays in the domain."""
+        budget = self.absolute(spec)
+        if self.norm == "linf":
+            delta = delta.clamp(-budget, budget)
+        elif spec.modality is Modality.POINT:
+            per_point = delta.norm(dim=-1, keepdim=True)  # (B, N, 1)
+            delta = delta * (budget / per_point.clamp(min=budget))
+        else:
+            view = (-1,) + (1,) * (delta.dim() - 1)
+            delta = delta * (budget / delta.flatten(1).norm(dim=1).clamp(min=budget)).view(view)
+        return spec.clip_delta(x, delta)
+
+    def __str__(self) -> str:
+        fraction = Fraction(self.eps).limit_denominator(1000)
+        shown = f"{fraction.numerator}/{fraction.denominator}" if abs(float(fraction) - self.eps) < 1e-12 and fraction.denominator != 1 else f"{self.eps:g}"
+        return f"{self.norm} eps={shown}"

@@ -1,0 +1,33 @@
+"""Shared fixtures: one TinyBind per session, a private cache folder, seeded torch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["BINDGUARD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tinybind():
+    from bindguard.encoders import create_encoder
+
+    return create_encoder("tinybind")
+
+
+@pytest.fixture(scope="session")
+def test_benchmark():
+    from bindguard.data import load_dataset
+
+    return load_dataset("builtin", split="test")

@@ -1,0 +1,87 @@
+"""The CLI as a user drives it: tables, JSON, results files, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bindguard.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_models_list_json() -> None:
+    result = invoke("models", "list", "--json")
+    assert result.exit_code == 0
+    assert [row["name"] for row in json.loads(result.stdout)] == ["tinybind"]
+
+
+def test_eval_writes_schema_versioned_results(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke("eval", "--model", "tinybind", "--data", "builtin", "--modalities", "image,depth,audio",
+                    "--n", "40", "--out", str(out), "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    written = json.loads((out / "results.json").read_text())
+    assert printed["rows"] == written["rows"]
+    assert written["schema_version"] == 1 and written["model"] == "tinybind" and written["seed"] == 0
+    assert {"bindguard", "torch"} <= set(written["versions"])
+    zero_shot = [row for row in written["rows"] if row["task"] == "zero-shot"]
+    assert [row["modality"] for row in zero_shot] == ["image", "depth", "audio"]
+    for row in written["rows"]:
+        assert row["attack"] == "none" and row["eps"] == 0.0 and row["n"] > 0
+    instance = [row for row in written["rows"] if row.get("level") == "instance"]
+    assert {(row["query"], row["gallery"]) for row in instance} == {("image", "depth"), ("depth", "image")}
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*partial"))
+
+
+def test_eval_table_output(tmp_path: Path) -> None:
+    result = invoke("eval", "--modalities", "point", "--n", "20", "--out", str(tmp_path / "t"), "--quiet")
+    assert result.exit_code == 0
+    assert "point" in result.stdout and "top-1 %" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "imagebind-huge"], "unknown encoder 'imagebind-huge'"),
+        (["--data", "cifar10"], "unknown data set 'cifar10'"),
+        (["--modalities", "image,smell"], "unknown modality 'smell'"),
+        (["--modalities", "text"], "not available"),
+        (["--weights", "/nonexistent/tinybind.safetensors"], "not found"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "never"
+    result = invoke("eval", "--out", str(out), "--quiet", *args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+    assert not out.exists(), "a failed run left files behind"
+
+
+def test_corrupt_weights_file_is_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "bad.safetensors"
+    weights.write_bytes(b"garbage")
+    result = invoke("eval", "--out", str(tmp_path / "x"), "--weights", str(weights), "--quiet")
+    assert result.exit_code == 2 and "corrupt" in result.output
+
+
+def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    existing = tmp_path / "file.txt"
+    existing.write_text("keep me")
+    result = invoke("eval", "--out", str(existing), "--quiet")
+    assert result.exit_code == 2 and "not a folder" in result.output
+    assert existing.read_text() == "keep me"
+
+
+def test_train_refuses_a_wrong_suffix(tmp_path: Path) -> None:
+    result = invoke("tinybind", "train", "--out", str(tmp_path / "weights.pt"), "--quiet")
+    assert result.exit_code == 2 and ".safetensors" in result.output

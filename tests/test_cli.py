@@ -25,8 +25,21 @@ def test_models_list_json() -> None:
 
 def test_eval_writes_schema_versioned_results(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = invoke("eval", "--model", "tinybind", "--data", "builtin", "--modalities", "image,depth,audio",
-                    "--n", "40", "--out", str(out), "--json", "--quiet")
+    result = invoke(
+        "eval",
+        "--model",
+        "tinybind",
+        "--data",
+        "builtin",
+        "--modalities",
+        "image,depth,audio",
+        "--n",
+        "40",
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     written = json.loads((out / "results.json").read_text())

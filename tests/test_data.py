@@ -15,8 +15,12 @@ from bindguard.data.builtin.spoken_digits import load_spoken_digits, voice_split
 from bindguard.errors import ConfigError, DataError, UnknownNameError
 
 SHAPES = {
-    Modality.IMAGE: (3, 32, 32), Modality.VIDEO: (4, 3, 32, 32), Modality.AUDIO: (16000,),
-    Modality.POINT: (256, 3), Modality.DEPTH: (1, 32, 32), Modality.THERMAL: (1, 32, 32),
+    Modality.IMAGE: (3, 32, 32),
+    Modality.VIDEO: (4, 3, 32, 32),
+    Modality.AUDIO: (16000,),
+    Modality.POINT: (256, 3),
+    Modality.DEPTH: (1, 32, 32),
+    Modality.THERMAL: (1, 32, 32),
 }
 
 

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-HEAVY = ("transformers", "open_clip", "torchaudio", "imagebind", "sentence_transformers", "matplotlib", "typer", "rich", "sklearn")
+HEAVY = (
+    "transformers",
+    "open_clip",
+    "torchaudio",
+    "imagebind",
+    "sentence_transformers",
+    "matplotlib",
+    "typer",
+    "rich",
+    "sklearn",
+)
 
 
 @pytest.mark.parametrize("module", ["bindguard", "bindguard.encoders", "bindguard.data", "bindguard.evaluation.clean"])

@@ -12,8 +12,13 @@ def _reference(waveform: np.ndarray, module: LogMel) -> np.ndarray:
     padded = np.pad(waveform, module.n_fft // 2, mode="reflect")
     window = np.zeros(module.n_fft)
     offset = (module.n_fft - module.win_length) // 2
-    window[offset : offset + module.win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(module.win_length) / module.win_length)
-    frames = [padded[start : start + module.n_fft] * window for start in range(0, len(padded) - module.n_fft + 1, module.hop_length)]
+    window[offset : offset + module.win_length] = 0.5 - 0.5 * np.cos(
+        2 * np.pi * np.arange(module.win_length) / module.win_length
+    )
+    frames = [
+        padded[start : start + module.n_fft] * window
+        for start in range(0, len(padded) - module.n_fft + 1, module.hop_length)
+    ]
     power = np.abs(np.fft.rfft(np.stack(frames), axis=1)) ** 2  # (frames, F)
     filters = mel_filterbank(module.n_fft, module.n_mels, module.sample_rate).double().numpy()
     return np.log(power @ filters + 1e-6).T  # (mels, frames)

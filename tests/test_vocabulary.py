@@ -12,8 +12,14 @@ from bindguard.modalities import audio_spec, image_spec, point_spec
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("image", Modality.IMAGE), ("vision", Modality.IMAGE), ("language", Modality.TEXT),
-     ("point_cloud", Modality.POINT), ("Point-Cloud", Modality.POINT), ("THERMAL", Modality.THERMAL)],
+    [
+        ("image", Modality.IMAGE),
+        ("vision", Modality.IMAGE),
+        ("language", Modality.TEXT),
+        ("point_cloud", Modality.POINT),
+        ("Point-Cloud", Modality.POINT),
+        ("THERMAL", Modality.THERMAL),
+    ],
 )
 def test_aliases(name: str, expected: Modality) -> None:
     assert Modality.parse(name) is expected

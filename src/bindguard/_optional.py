@@ -14,5 +14,5 @@ def require(module: str, *, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         raise MissingDependencyError(
-            f"{module!r} is not installed (needed here); fix: pip install \"bindguard[{extra}]\""
+            f'{module!r} is not installed (needed here); fix: pip install "bindguard[{extra}]"'
         ) from error

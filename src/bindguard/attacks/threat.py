@@ -31,7 +31,9 @@ def parse_eps(text: str | float) -> float:
         try:
             value = float(Fraction(cleaned)) if "/" in cleaned else float(cleaned)
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01") from None
+            raise ConfigError(
+                f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01"
+            ) from None
     _check_eps(value, text)
     return value
 
@@ -103,5 +105,9 @@ class ThreatModel:
 
     def __str__(self) -> str:
         fraction = Fraction(self.eps).limit_denominator(1000)
-        shown = f"{fraction.numerator}/{fraction.denominator}" if abs(float(fraction) - self.eps) < 1e-12 and fraction.denominator != 1 else f"{self.eps:g}"
+        shown = (
+            f"{fraction.numerator}/{fraction.denominator}"
+            if abs(float(fraction) - self.eps) < 1e-12 and fraction.denominator != 1
+            else f"{self.eps:g}"
+        )
         return f"{self.norm} eps={shown}"

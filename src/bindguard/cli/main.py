@@ -60,7 +60,9 @@ def _print_listing(rows: list[dict], as_json: bool, title: str) -> None:
 @data_app.command("build")
 @user_errors
 def data_build(
-    out: Annotated[Path | None, typer.Option(help="Where to write the spoken-digit archive (default: the package's own asset).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the spoken-digit archive (default: the package's own asset).")
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Rebuild the spoken-digit audio of the built-in benchmark with espeak-ng (needs: apt-get install espeak-ng)."""
@@ -80,7 +82,9 @@ def data_build(
 @tinybind_app.command("train")
 @user_errors
 def tinybind_train(
-    out: Annotated[Path, typer.Option(help="Where to write the trained parts (.safetensors).")] = Path("tinybind.safetensors"),
+    out: Annotated[Path, typer.Option(help="Where to write the trained parts (.safetensors).")] = Path(
+        "tinybind.safetensors"
+    ),
     seed: Annotated[int, typer.Option(help="Random seed; the same seed reproduces the same weights.")] = 0,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 60,
     variants: Annotated[int, typer.Option(min=1, help="Renderings of the training split (augmentations).")] = 4,
@@ -112,13 +116,24 @@ def evaluate(
     n: Annotated[int | None, typer.Option(min=1, help="At most this many samples per modality.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use instead of the shipped ones.")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="TinyBind trained parts to use instead of the shipped ones.")
+    ] = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Evaluate zero-shot classification and retrieval, clean."""
-    results = _run_evaluation(out=out, model=model, data=data, modalities=modalities, n=n, batch_size=batch_size,
-                              seed=seed, weights=weights, quiet=quiet)
+    results = _run_evaluation(
+        out=out,
+        model=model,
+        data=data,
+        modalities=modalities,
+        n=n,
+        batch_size=batch_size,
+        seed=seed,
+        weights=weights,
+        quiet=quiet,
+    )
     _show(results, as_json)
     console.print(f"results: {out / 'results.json'}")
 
@@ -133,14 +148,33 @@ def demo(
 ) -> None:
     """The main job on the embedded default: TinyBind on the built-in benchmark, all six modalities."""
     started = time.perf_counter()
-    results = _run_evaluation(out=out, model="tinybind", data="builtin", modalities="all", n=100 if quick else None,
-                              batch_size=128, seed=0, weights=None, quiet=quiet)
+    results = _run_evaluation(
+        out=out,
+        model="tinybind",
+        data="builtin",
+        modalities="all",
+        n=100 if quick else None,
+        batch_size=128,
+        seed=0,
+        weights=None,
+        quiet=quiet,
+    )
     _show(results, as_json)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; results: {out / 'results.json'}")
 
 
-def _run_evaluation(*, out: Path, model: str, data: str, modalities: str, n: int | None, batch_size: int, seed: int,
-                    weights: Path | None, quiet: bool) -> dict:
+def _run_evaluation(
+    *,
+    out: Path,
+    model: str,
+    data: str,
+    modalities: str,
+    n: int | None,
+    batch_size: int,
+    seed: int,
+    weights: Path | None,
+    quiet: bool,
+) -> dict:
     import torch
 
     from bindguard._types import PERCEPTUAL_MODALITIES, parse_modalities
@@ -159,10 +193,17 @@ def _run_evaluation(*, out: Path, model: str, data: str, modalities: str, n: int
     options = {"weights": weights} if weights is not None else {}
     with progress_bars(quiet=quiet) as progress:
         encoder = create_encoder(model, **options)
-        chosen = parse_modalities([m.value for m in chosen], available=tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES))
+        chosen = parse_modalities(
+            [m.value for m in chosen], available=tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
+        )
         benchmark = load_dataset(data, split="test", modalities=chosen, limit=n)
         rows = evaluate_clean(encoder, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
-    settings = {"modalities": [m.value for m in chosen], "n": n, "split": "test", "weights": str(weights) if weights else "shipped"}
+    settings = {
+        "modalities": [m.value for m in chosen],
+        "n": n,
+        "split": "test",
+        "weights": str(weights) if weights else "shipped",
+    }
     results = make_results(model=model, data=data, seed=seed, rows=rows, settings=settings)
     write_results(out, results)
     return results

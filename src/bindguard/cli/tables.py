@@ -23,8 +23,15 @@ def results_tables(results: dict) -> list[Table]:
         text_to = next((r for r in rows if r.get("query") == "text" and r.get("gallery") == modality), {})
         to_text = next((r for r in rows if r.get("query") == modality and r.get("gallery") == "text"), {})
         low, high = row.get("top1_ci95", [None, None])
-        summary.add_row(modality, str(row["n"]), _percent(row["top1"]), f"{_percent(low)}–{_percent(high)}",
-                        _percent(row["top5"]), _percent(text_to.get("recall@1")), _percent(to_text.get("recall@1")))
+        summary.add_row(
+            modality,
+            str(row["n"]),
+            _percent(row["top1"]),
+            f"{_percent(low)}–{_percent(high)}",
+            _percent(row["top5"]),
+            _percent(text_to.get("recall@1")),
+            _percent(to_text.get("recall@1")),
+        )
     tables = [summary]
     instance = [r for r in rows if r.get("level") == "instance"]
     if instance:
@@ -35,7 +42,9 @@ def results_tables(results: dict) -> list[Table]:
             matrix.add_column(name, justify="right")
         lookup = {(r["query"], r["gallery"]): r for r in instance}
         for query in names:
-            matrix.add_row(query, *[_percent(lookup[(query, g)]["recall@1"]) if (query, g) in lookup else "·" for g in names])
+            matrix.add_row(
+                query, *[_percent(lookup[(query, g)]["recall@1"]) if (query, g) in lookup else "·" for g in names]
+            )
         chance = instance[0]["chance_recall1"]
         matrix.caption = f"chance: {100 * chance:.2f}%"
         tables.append(matrix)

@@ -48,7 +48,13 @@ def progress_bars(*, quiet: bool = False) -> Iterator[Callable[[str, int, int], 
     if quiet or not sys.stderr.isatty() and not console.is_terminal:
         yield lambda stage, done, total: None
         return
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         tasks: dict[str, Any] = {}
 

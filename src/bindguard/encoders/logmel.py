@@ -17,11 +17,15 @@ def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0, f_max: float | None = None) -> torch.Tensor:
+def mel_filterbank(
+    n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0, f_max: float | None = None
+) -> torch.Tensor:
     """Triangular HTK mel filters, (n_fft // 2 + 1, n_mels), each peaking at 1."""
     f_max = f_max or sample_rate / 2
     bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    edges = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2, dtype=torch.float64))
+    edges = mel_to_hz(
+        torch.linspace(hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2, dtype=torch.float64)
+    )
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins[:, None] - lower) / (centre - lower)
     falling = (upper - bins[:, None]) / (upper - centre)
@@ -34,7 +38,9 @@ class LogMel(nn.Module):
     Uses a periodic Hann window, centred frames with reflection padding, and log(mel + 1e-6).
     """
 
-    def __init__(self, *, sample_rate: int, n_fft: int = 512, window_ms: float = 25.0, hop_ms: float = 10.0, n_mels: int = 64):
+    def __init__(
+        self, *, sample_rate: int, n_fft: int = 512, window_ms: float = 25.0, hop_ms: float = 10.0, n_mels: int = 64
+    ):
         super().__init__()
         self.sample_rate = sample_rate
         self.n_fft = n_fft

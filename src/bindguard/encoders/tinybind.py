@@ -49,7 +49,9 @@ class TinyBindConfig:
 
 
 def projection_head(config: TinyBindConfig) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(TRUNK_DIM, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, config.embed_dim))
+    return nn.Sequential(
+        nn.Linear(TRUNK_DIM, config.head_hidden), nn.GELU(), nn.Linear(config.head_hidden, config.embed_dim)
+    )
 
 
 class TinyBind(Encoder):
@@ -160,9 +162,13 @@ class TinyBind(Encoder):
                 header_size = int.from_bytes(handle.read(8), "little")
                 metadata = json.loads(handle.read(header_size)).get("__metadata__", {})
         except (SafetensorError, OSError, ValueError) as error:
-            raise DataError(f"TinyBind weights at {path} are corrupt ({error}); fix: bindguard tinybind train --out {path}") from error
+            raise DataError(
+                f"TinyBind weights at {path} are corrupt ({error}); fix: bindguard tinybind train --out {path}"
+            ) from error
         if metadata.get("format") != WEIGHTS_FORMAT:
-            raise DataError(f"{path} is not a TinyBind weights file (format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})")
+            raise DataError(
+                f"{path} is not a TinyBind weights file (format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})"
+            )
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         expected = self.trained_state()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -172,8 +178,10 @@ class TinyBind(Encoder):
                 f"TinyBind weights at {path} do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
                 f"wrong shape {wrong[:3]}); fix: bindguard tinybind train --out {path}"
             )
-        self.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items() if k.startswith("heads.")})
-        self.point_net.load_state_dict({k[len("point_net."):]: v for k, v in state.items() if k.startswith("point_net.")})
+        self.heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
+        self.point_net.load_state_dict(
+            {k[len("point_net.") :]: v for k, v in state.items() if k.startswith("point_net.")}
+        )
         self.audio_mean.copy_(state["audio_mean"])
         self.audio_std.copy_(state["audio_std"])
         return json.loads(metadata.get("recipe", "{}"))

@@ -18,7 +18,12 @@ RECALL_KS = (1, 5, 10)
 
 @torch.no_grad()
 def embed_all(
-    encoder: Encoder, modality: Modality, inputs: torch.Tensor, *, batch_size: int = 128, progress: Progress | None = None
+    encoder: Encoder,
+    modality: Modality,
+    inputs: torch.Tensor,
+    *,
+    batch_size: int = 128,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """(N, D) unit-norm embeddings of a whole modality, in batches."""
     device = next(encoder.parameters()).device
@@ -41,29 +46,55 @@ def zero_shot_row(modality: Modality, embeddings: torch.Tensor, centers: torch.T
     return _row(modality, "zero-shot", len(labels), top1=accuracy[1], top5=accuracy[5], top1_ci95=[low, high])
 
 
-def text_retrieval_rows(modality: Modality, embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+def text_retrieval_rows(
+    modality: Modality, embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor
+) -> list[dict]:
     """Class-level retrieval: each class prompt center queries the items (relevant: same class), and back."""
     classes = torch.arange(centers.shape[0])
     relevant = classes[:, None] == labels[None, :]  # (C, N)
     text_to_items = recall_at_k(centers @ embeddings.T, relevant, RECALL_KS)
     items_to_text = recall_at_k(embeddings @ centers.T, relevant.T, RECALL_KS)
     return [
-        _row(modality, "retrieval", centers.shape[0], query="text", gallery=modality.value,
-             **{f"recall@{k}": v for k, v in text_to_items.items()}),
-        _row(modality, "retrieval", len(labels), query=modality.value, gallery="text",
-             **{f"recall@{k}": v for k, v in items_to_text.items()}),
+        _row(
+            modality,
+            "retrieval",
+            centers.shape[0],
+            query="text",
+            gallery=modality.value,
+            **{f"recall@{k}": v for k, v in text_to_items.items()},
+        ),
+        _row(
+            modality,
+            "retrieval",
+            len(labels),
+            query=modality.value,
+            gallery="text",
+            **{f"recall@{k}": v for k, v in items_to_text.items()},
+        ),
     ]
 
 
 def instance_retrieval_row(
-    query: Modality, gallery: Modality, query_embeddings: torch.Tensor, gallery_embeddings: torch.Tensor,
-    query_ids: torch.Tensor, gallery_ids: torch.Tensor,
+    query: Modality,
+    gallery: Modality,
+    query_embeddings: torch.Tensor,
+    gallery_embeddings: torch.Tensor,
+    query_ids: torch.Tensor,
+    gallery_ids: torch.Tensor,
 ) -> dict:
     """Cross-modal instance retrieval: the relevant gallery item is the one from the same source sample."""
     relevant = query_ids[:, None] == gallery_ids[None, :]
     recalls = recall_at_k(query_embeddings @ gallery_embeddings.T, relevant, RECALL_KS)
-    return _row(query, "retrieval", len(query_ids), query=query.value, gallery=gallery.value, level="instance",
-                chance_recall1=1.0 / len(gallery_ids), **{f"recall@{k}": v for k, v in recalls.items()})
+    return _row(
+        query,
+        "retrieval",
+        len(query_ids),
+        query=query.value,
+        gallery=gallery.value,
+        level="instance",
+        chance_recall1=1.0 / len(gallery_ids),
+        **{f"recall@{k}": v for k, v in recalls.items()},
+    )
 
 
 def evaluate_clean(
@@ -102,7 +133,7 @@ def evaluate_clean(
             if query_data.source != gallery_data.source:
                 continue  # no shared instances (the spoken digits are not derived from the glyphs)
             query_ids, gallery_ids = query_data.instance_ids, gallery_data.instance_ids
-            rows.append(instance_retrieval_row(
-                query, gallery, embeddings[query], embeddings[gallery], query_ids, gallery_ids
-            ))
+            rows.append(
+                instance_retrieval_row(query, gallery, embeddings[query], embeddings[gallery], query_ids, gallery_ids)
+            )
     return rows

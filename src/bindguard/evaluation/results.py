@@ -20,8 +20,12 @@ def package_versions() -> dict[str, str]:
 
     import bindguard
 
-    return {"bindguard": bindguard.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}
+    return {
+        "bindguard": bindguard.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def make_results(*, model: str, data: str, seed: int, rows: list[dict], settings: dict[str, Any] | None = None) -> dict:
@@ -53,7 +57,9 @@ def read_results(path: Path) -> dict:
     except FileNotFoundError as error:
         raise DataError(f"no results file at {path}; fix: run bindguard eval --out {path.parent}") from error
     except (OSError, ValueError) as error:
-        raise DataError(f"results file {path} is unreadable or corrupt ({error}); fix: run the evaluation again") from error
+        raise DataError(
+            f"results file {path} is unreadable or corrupt ({error}); fix: run the evaluation again"
+        ) from error
     if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION or "rows" not in results:
         raise DataError(f"{path} is not a bindguard results file of schema {SCHEMA_VERSION}")
     return results

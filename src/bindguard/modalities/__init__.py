@@ -5,4 +5,13 @@ from bindguard.modalities.base import InputSpec
 from bindguard.modalities.pixels import depth_spec, image_spec, thermal_spec, video_spec
 from bindguard.modalities.point import PointSpec, point_spec
 
-__all__ = ["InputSpec", "PointSpec", "audio_spec", "depth_spec", "image_spec", "point_spec", "thermal_spec", "video_spec"]
+__all__ = [
+    "InputSpec",
+    "PointSpec",
+    "audio_spec",
+    "depth_spec",
+    "image_spec",
+    "point_spec",
+    "thermal_spec",
+    "video_spec",
+]

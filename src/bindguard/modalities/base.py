@@ -79,11 +79,11 @@ class InputSpec:
         if not isinstance(x, torch.Tensor):
             raise InvalidInputError(f"{name} input must be a torch.Tensor of shape {expected}, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise InvalidInputError(f"{name} input must be floating point ({self.units}), got dtype {x.dtype}; fix: x.float()")
-        if x.dim() != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape:
             raise InvalidInputError(
-                f"{name} input must have shape {expected} [{self.layout}], got {tuple(x.shape)}"
+                f"{name} input must be floating point ({self.units}), got dtype {x.dtype}; fix: x.float()"
             )
+        if x.dim() != len(self.shape) + 1 or tuple(x.shape[1:]) != self.shape:
+            raise InvalidInputError(f"{name} input must have shape {expected} [{self.layout}], got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise InvalidInputError(f"{name} input is an empty batch; give at least one sample")
         if not bool(torch.isfinite(x).all()):

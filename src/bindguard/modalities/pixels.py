@@ -23,9 +23,13 @@ def video_spec(frames: int, height: int, width: int, *, mean=IMAGENET_MEAN, std=
 
 def depth_spec(height: int, width: int, *, mean=(0.5,), std=(0.25,)) -> InputSpec:
     """Normalised disparity maps, (B, 1, H, W), in [0, 1] (1 = nearest)."""
-    return InputSpec(Modality.DEPTH, "B,1,H,W", (1, height, width), (0.0, 1.0), "normalised disparity", mean=mean, std=std)
+    return InputSpec(
+        Modality.DEPTH, "B,1,H,W", (1, height, width), (0.0, 1.0), "normalised disparity", mean=mean, std=std
+    )
 
 
 def thermal_spec(height: int, width: int, *, mean=(0.5,), std=(0.25,)) -> InputSpec:
     """Thermal images, (B, 1, H, W), in [0, 1] (1 = hottest)."""
-    return InputSpec(Modality.THERMAL, "B,1,H,W", (1, height, width), (0.0, 1.0), "normalised temperature", mean=mean, std=std)
+    return InputSpec(
+        Modality.THERMAL, "B,1,H,W", (1, height, width), (0.0, 1.0), "normalised temperature", mean=mean, std=std
+    )

@@ -51,7 +51,9 @@ class TrainRecipe:
 
 @torch.no_grad()
 def _trunk_features(model: TinyBind, modality: Modality, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    return torch.cat([model.trunk_features(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+    return torch.cat(
+        [model.trunk_features(modality, inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    )
 
 
 @torch.no_grad()
@@ -84,9 +86,7 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
     report = progress or (lambda stage, done, total: None)
 
     benchmark = load_builtin(split="train", variant=0, limit=recipe.limit)
-    centers = {
-        m: compute_semantic_centers(model, benchmark.class_names, benchmark.templates[m]) for m in MODALITIES
-    }
+    centers = {m: compute_semantic_centers(model, benchmark.class_names, benchmark.templates[m]) for m in MODALITIES}
     mean, std = _audio_statistics(model, benchmark.data[Modality.AUDIO].inputs)
     model.audio_mean.copy_(mean)
     model.audio_std.copy_(std)
@@ -121,7 +121,9 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
             variant = int(torch.randint(recipe.variants, (1,), generator=generator))
             labels = glyph_labels[batch]
             embeddings = {
-                m: F.normalize(model.heads[m.value](features[variant][m][batch]), dim=-1) for m in GLYPH_MODALITIES if m is not Modality.POINT
+                m: F.normalize(model.heads[m.value](features[variant][m][batch]), dim=-1)
+                for m in GLYPH_MODALITIES
+                if m is not Modality.POINT
             }
             embeddings[Modality.POINT] = F.normalize(model.point_net(points[variant][batch]), dim=-1)
             loss = sum(
@@ -133,8 +135,12 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
                 if m is not Modality.IMAGE
             )
             audio_batch = torch.randint(len(audio_labels), (recipe.batch_size,), generator=generator)
-            audio = F.normalize(model.heads[Modality.AUDIO.value](features[variant][Modality.AUDIO][audio_batch]), dim=-1)
-            loss = loss + F.cross_entropy(recipe.logit_scale * audio @ centers[Modality.AUDIO].T, audio_labels[audio_batch])
+            audio = F.normalize(
+                model.heads[Modality.AUDIO.value](features[variant][Modality.AUDIO][audio_batch]), dim=-1
+            )
+            loss = loss + F.cross_entropy(
+                recipe.logit_scale * audio @ centers[Modality.AUDIO].T, audio_labels[audio_batch]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

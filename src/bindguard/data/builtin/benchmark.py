@@ -33,7 +33,11 @@ TEMPLATES: dict[Modality, tuple[str, ...]] = {
     Modality.AUDIO: ("a recording of someone saying {}.", "the spoken word {}.", "a voice saying the number {}."),
     Modality.POINT: ("a point cloud of the digit {}.", "a 3D shape of the number {}.", "a 3D model of a {}."),
     Modality.DEPTH: ("a depth map of the digit {}.", "a depth image of the number {}.", "the shape of a {} in depth."),
-    Modality.THERMAL: ("a thermal image of the digit {}.", "a heat map of the number {}.", "an infrared photo of a {}."),
+    Modality.THERMAL: (
+        "a thermal image of the digit {}.",
+        "a heat map of the number {}.",
+        "an infrared photo of a {}.",
+    ),
 }
 
 _RENDERERS = {
@@ -164,7 +168,9 @@ def load_builtin(
     labels = _glyphs()[1][indices]
     for modality in modalities:
         if modality not in MODALITIES:
-            raise ConfigError(f"the built-in benchmark has no {modality.value!r} data; allowed: {', '.join(m.value for m in MODALITIES)}")
+            raise ConfigError(
+                f"the built-in benchmark has no {modality.value!r} data; allowed: {', '.join(m.value for m in MODALITIES)}"
+            )
         if modality is Modality.AUDIO:
             item = _audio(split, variant, audio_path or spoken_digits_path())
         else:

@@ -76,7 +76,9 @@ def _colours(generator: torch.Generator, count: int) -> tuple[torch.Tensor, torc
     return foreground[:, :, None, None], background[:, :, None, None]
 
 
-def render_image(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0) -> torch.Tensor:
+def render_image(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+) -> torch.Tensor:
     """Coloured glyph on a coloured background with sensor noise. Returns (B, 3, 32, 32) in [0, 1]."""
     coverage = place_glyphs(glyphs, pose_seed, jitter=jitter)
     foreground, background = _colours(generator, glyphs.shape[0])
@@ -85,7 +87,9 @@ def render_image(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generato
     return (image + noise).clamp(0, 1)
 
 
-def render_video(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0) -> torch.Tensor:
+def render_video(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+) -> torch.Tensor:
     """The glyph sliding across the frame in a random direction. Returns (B, T, 3, 32, 32) in [0, 1]."""
     count = glyphs.shape[0]
     direction = _uniform(generator, count, 0, 2 * math.pi)
@@ -109,20 +113,28 @@ def _blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(maps, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
 
 
-def render_depth(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0) -> torch.Tensor:
+def render_depth(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+) -> torch.Tensor:
     """Normalised disparity of the glyph embossed on a tilted plane. Returns (B, 1, 32, 32) in [0, 1]."""
     count = glyphs.shape[0]
     coverage = place_glyphs(glyphs, pose_seed, jitter=jitter)
     ramp = torch.linspace(-1, 1, CANVAS)
     tilt_x, tilt_y = _uniform(generator, count, -0.1, 0.1), _uniform(generator, count, -0.1, 0.1)
-    plane = 0.25 + tilt_x[:, None, None, None] * ramp.view(1, 1, 1, -1) + tilt_y[:, None, None, None] * ramp.view(1, 1, -1, 1)
+    plane = (
+        0.25
+        + tilt_x[:, None, None, None] * ramp.view(1, 1, 1, -1)
+        + tilt_y[:, None, None, None] * ramp.view(1, 1, -1, 1)
+    )
     height = _uniform(generator, count, 0.35, 0.6)[:, None, None, None]
     relief = _blur(coverage, 1.0) * height
     noise = 0.01 * torch.randn(coverage.shape, generator=generator)
     return (plane + relief + noise).clamp(0, 1)
 
 
-def render_thermal(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0) -> torch.Tensor:
+def render_thermal(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+) -> torch.Tensor:
     """The glyph as a warm object diffusing heat over a cool, noisy background. Returns (B, 1, 32, 32)."""
     count = glyphs.shape[0]
     coverage = place_glyphs(glyphs, pose_seed, jitter=jitter)
@@ -133,7 +145,9 @@ def render_thermal(glyphs: torch.Tensor, pose_seed: int, generator: torch.Genera
     return (ambient + heat + noise).clamp(0, 1)
 
 
-def render_points(glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0) -> torch.Tensor:
+def render_points(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+) -> torch.Tensor:
     """Points sampled on the glyph extruded into a thin slab, centred in the unit sphere.
 
     Returns:

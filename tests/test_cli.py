@@ -98,3 +98,75 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
 def test_train_refuses_a_wrong_suffix(tmp_path: Path) -> None:
     result = invoke("tinybind", "train", "--out", str(tmp_path / "weights.pt"), "--quiet")
     assert result.exit_code == 2 and ".safetensors" in result.output
+
+
+def _data_file(path: Path, images, labels, class_names=("zero", "one")) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(
+        {"image": images, "image.labels": labels}, str(path), metadata={"class_names": json.dumps(list(class_names))}
+    )
+    return path
+
+
+def test_user_data_file_is_evaluated(tmp_path: Path) -> None:
+    import torch
+
+    from bindguard.data import load_dataset
+
+    builtin = load_dataset(
+        "builtin", split="test", modalities=[__import__("bindguard")._types.Modality.IMAGE], limit=30
+    )
+    names = builtin.class_names
+    data = _data_file(
+        tmp_path / "mine.safetensors",
+        builtin.data["image"].inputs.contiguous(),
+        builtin.data["image"].labels.contiguous(),
+        names,
+    )
+    result = invoke("eval", "--data", str(data), "--out", str(tmp_path / "r"), "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["rows"][0]
+    assert row["modality"] == "image" and row["n"] == 30 and 0 <= row["top1"] <= 1
+    assert torch.isfinite(torch.tensor(row["top1"]))
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        ("shape", "must have shape (B,3,32,32)"),
+        ("dtype", "must be floating point"),
+        ("domain", "outside its domain"),
+        ("nan", "NaN or Inf"),
+        ("empty", "holds no samples"),
+    ],
+)
+def test_bad_user_tensors_give_one_line_and_exit_2(tmp_path: Path, images: str, message: str) -> None:
+    import torch
+
+    labels = torch.tensor([0, 1])
+    tensors = {
+        "shape": torch.rand(2, 3, 16, 16),
+        "dtype": torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8),
+        "domain": torch.rand(2, 3, 32, 32) * 255,
+        "nan": torch.full((2, 3, 32, 32), float("nan")),
+        "empty": torch.rand(0, 3, 32, 32),
+    }
+    if images == "empty":
+        labels = labels[:0]
+    data = _data_file(tmp_path / "bad.safetensors", tensors[images], labels)
+    out = tmp_path / "never"
+    result = invoke("eval", "--data", str(data), "--out", str(out), "--quiet")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0]
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_data_files(tmp_path: Path) -> None:
+    result = invoke("eval", "--data", str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "o"), "--quiet")
+    assert result.exit_code == 2 and "not found" in result.output
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 20)
+    result = invoke("eval", "--data", str(corrupt), "--out", str(tmp_path / "o"), "--quiet")
+    assert result.exit_code == 2 and "corrupt" in result.output and not (tmp_path / "o").exists()

@@ -103,6 +103,26 @@ class ThreatModel:
             delta = delta * (budget / delta.flatten(1).norm(dim=1).clamp(min=budget)).view(view)
         return spec.clip_delta(x, delta)
 
+    def ascent(self, gradient: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+        """The steepest-ascent direction of unit size under this norm (sign for Linf, normalised for L2)."""
+        if self.norm == "linf":
+            return gradient.sign()
+        if spec.modality is Modality.POINT:
+            return gradient / gradient.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        view = (-1,) + (1,) * (gradient.dim() - 1)
+        return gradient / gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
+
+    def random_delta(self, x: torch.Tensor, spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
+        """A random start inside the budget and the domain (uniform in the Linf box; random radius for L2)."""
+        budget = self.absolute(spec)
+        if self.norm == "linf":
+            delta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * budget
+            return spec.clip_delta(x, delta)
+        direction = self.ascent(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), spec)
+        radius_shape = x.shape[:2] + (1,) if spec.modality is Modality.POINT else (x.shape[0],) + (1,) * (x.dim() - 1)
+        radius = torch.rand(radius_shape, generator=generator, device=x.device, dtype=x.dtype) * budget
+        return spec.clip_delta(x, direction * radius)
+
     def __str__(self) -> str:
         fraction = Fraction(self.eps).limit_denominator(1000)
         shown = (

@@ -111,7 +111,9 @@ def tinybind_train(
 def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for results.json.")],
     model: Annotated[str, typer.Option(help="Encoder name (bindguard models list).")] = "tinybind",
-    data: Annotated[str, typer.Option(help="Data set name (bindguard data list).")] = "builtin",
+    data: Annotated[
+        str, typer.Option(help="Data set name (bindguard data list) or a .safetensors data file.")
+    ] = "builtin",
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities, or 'all'.")] = "all",
     n: Annotated[int | None, typer.Option(min=1, help="At most this many samples per modality.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
@@ -180,14 +182,15 @@ def _run_evaluation(
     from bindguard._types import PERCEPTUAL_MODALITIES, parse_modalities
     from bindguard.data import DATASETS, load_dataset
     from bindguard.encoders import ENCODERS, create_encoder
-    from bindguard.errors import ConfigError
+    from bindguard.errors import ConfigError, DataError
     from bindguard.evaluation.clean import evaluate_clean
     from bindguard.evaluation.results import make_results, write_results
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
     ENCODERS.get(model)  # fail on unknown names before any slow work
-    DATASETS.get(data)
+    if not data.endswith(".safetensors"):
+        DATASETS.get(data)
     chosen = parse_modalities(modalities, available=PERCEPTUAL_MODALITIES)
     torch.manual_seed(seed)
     options = {"weights": weights} if weights is not None else {}
@@ -197,6 +200,12 @@ def _run_evaluation(
             [m.value for m in chosen], available=tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
         )
         benchmark = load_dataset(data, split="test", modalities=chosen, limit=n)
+        absent = [m.value for m in chosen if m not in benchmark.data]
+        if absent and modalities.strip().lower() != "all":
+            raise DataError(
+                f"data {data!r} has no {', '.join(absent)} samples; choose from: {', '.join(m.value for m in benchmark.modalities)}"
+            )
+        chosen = [m for m in chosen if m in benchmark.data]
         rows = evaluate_clean(encoder, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
     settings = {
         "modalities": [m.value for m in chosen],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bindguard.data.builtin.benchmark import Benchmark, ModalityData
@@ -16,7 +17,15 @@ DATASETS.register(
 
 
 def load_dataset(name: str, /, **options: Any) -> Benchmark:
-    """Load a registered data set by name, e.g. ``load_dataset("builtin", split="test")``."""
+    """Load a registered data set by name (``load_dataset("builtin", split="test")``) or a user file.
+
+    A name ending in ``.safetensors`` is read as a user data file (see ``data.tensor_file``).
+    """
+    if name.endswith(".safetensors"):
+        from bindguard.data.tensor_file import load_tensor_file
+
+        options.pop("split", None)
+        return load_tensor_file(Path(name), **options)
     return DATASETS.create(name, **options)
 
 

@@ -70,6 +70,11 @@ class Encoder(nn.Module, ABC):
         embedding = self._embed(modality, x)
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
+    def encode_unvalidated(self, modality: Modality, x: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """``encode_modality`` without the input checks, for attack loops that validated the clean input once."""
+        embedding = self._embed(modality, x)
+        return F.normalize(embedding, dim=-1) if normalize else embedding
+
     def encode(
         self, batch: Mapping[Modality | str, torch.Tensor | Sequence[str]], *, normalize: bool = True
     ) -> dict[Modality, torch.Tensor]:

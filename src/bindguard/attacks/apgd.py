@@ -1,0 +1,179 @@
+"""Auto-PGD (Croce & Hein 2020): momentum, step-size halving on stagnation, restarts; CE, DLR and targeted.
+
+Per sample and step:  z = P(x_k + eta * ascent(grad)),  x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))
+with a = 0.75. At checkpoints w_j (spaced as p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06))
+the step size eta halves, restarting from the best point, when fewer than 75% of the steps since
+the last checkpoint raised the loss, or when neither eta nor the best loss moved since then.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bindguard.attacks.base import Attack, BestTracker, Forward, loss_and_gradient
+from bindguard.attacks.threat import ThreatModel
+from bindguard.errors import ConfigError
+from bindguard.modalities import InputSpec
+from bindguard.objectives import Objective, ObjectiveContext, ZeroShotDLR, ZeroShotTargetedDLR
+
+MOMENTUM = 0.75
+RHO = 0.75
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations at which APGD may halve its step size."""
+    fractions = [0.0, 0.22]
+    while fractions[-1] < 1:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    return sorted({min(steps, math.ceil(p * steps)) for p in fractions if math.ceil(p * steps) <= steps} - {0})
+
+
+class APGD(Attack):
+    """Auto-PGD on any objective (default CE); ``restarts`` independent random starts.
+
+    Args:
+        threat: norm and relative budget.
+        objective: what to maximise.
+        steps: iterations per restart (AutoAttack uses 100).
+        restarts: random restarts; each sample keeps its best.
+        seed: seeds the random starts.
+    """
+
+    name = "apgd"
+
+    def __init__(
+        self,
+        threat: ThreatModel,
+        *,
+        objective: Objective | None = None,
+        steps: int = 100,
+        restarts: int = 1,
+        seed: int = 0,
+    ):
+        super().__init__(threat, objective=objective, seed=seed)
+        if steps < 2 or restarts < 1:
+            raise ConfigError(f"APGD needs steps >= 2 and restarts >= 1, got steps={steps}, restarts={restarts}")
+        self.steps, self.restarts = steps, restarts
+        self.checkpoints = checkpoints(steps)
+
+    def _perturb(
+        self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        best = BestTracker(x)
+        passes = 0
+        for _ in range(self.restarts):
+            active = torch.arange(x.shape[0], device=x.device)[~best.success]
+            if active.numel() == 0:
+                break
+            passes += self._single_run(
+                forward, self.objective, x[active], spec, context.subset(active), generator, best, active
+            )
+        return best.x, passes
+
+    def _single_run(
+        self,
+        forward: Forward,
+        objective: Objective,
+        clean: torch.Tensor,
+        spec: InputSpec,
+        context: ObjectiveContext,
+        generator: torch.Generator,
+        best: BestTracker,
+        index: torch.Tensor,
+    ) -> int:
+        count = clean.shape[0]
+        view = (-1,) + (1,) * (clean.dim() - 1)
+        eta = torch.full((count,), 2.0 * self.threat.absolute(spec), device=clean.device)
+        current = clean + self.threat.random_delta(clean, spec, generator)
+        loss, gradient, embedding = loss_and_gradient(forward, objective, current, context)
+        best.update_at(index, current, loss, objective.success(embedding, context))
+        max_x, max_loss, max_gradient = current.clone(), loss.clone(), gradient.clone()
+        previous = current.clone()
+        increases = torch.zeros(count, device=clean.device)
+        last_loss = loss.clone()
+        checkpoint_eta, checkpoint_max = eta.clone(), max_loss.clone()
+        last_checkpoint = 0
+        for step in range(self.steps):
+            # gradient step, then momentum (none on the first step)
+            z = clean + self.threat.project(
+                clean, current - clean + eta.view(view) * self.threat.ascent(gradient, spec), spec
+            )
+            if step == 0:
+                following = z
+            else:
+                mixed = current + MOMENTUM * (z - current) + (1 - MOMENTUM) * (current - previous)
+                following = clean + self.threat.project(clean, mixed - clean, spec)
+            previous, current = current, following
+            loss, gradient, embedding = loss_and_gradient(forward, objective, current, context)
+            best.update_at(index, current, loss, objective.success(embedding, context))
+            increases += (loss > last_loss).float()
+            last_loss = loss
+            improved = loss > max_loss
+            max_x[improved], max_gradient[improved] = current[improved], gradient[improved]
+            max_loss = torch.where(improved, loss, max_loss)
+            if step + 1 in self.checkpoints:
+                window = step + 1 - last_checkpoint
+                stalled = increases < RHO * window
+                unchanged = (checkpoint_eta == eta) & (checkpoint_max == max_loss)
+                halve = stalled | unchanged
+                eta = torch.where(halve, eta / 2, eta)
+                current[halve], gradient[halve] = max_x[halve], max_gradient[halve]
+                previous = torch.where(halve.view(view), current, previous)
+                checkpoint_eta, checkpoint_max = eta.clone(), max_loss.clone()
+                increases.zero_()
+                last_checkpoint = step + 1
+        return count * (self.steps + 1)
+
+
+class APGDTargeted(APGD):
+    """APGD with the targeted DLR loss, run once per target: the ``targets`` classes ranked highest after the truth.
+
+    Success is untargeted (top-1 no longer the truth), as in AutoAttack's APGD-T.
+    """
+
+    name = "apgd-t"
+
+    def __init__(self, threat: ThreatModel, *, steps: int = 100, targets: int = 3, restarts: int = 1, seed: int = 0):
+        super().__init__(threat, objective=ZeroShotDLR(), steps=steps, restarts=restarts, seed=seed)
+        if targets < 1:
+            raise ConfigError(f"targets must be at least 1, got {targets}")
+        self.targets = targets
+        self.targeted_objective = ZeroShotTargetedDLR()
+
+    def _perturb(
+        self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        with torch.no_grad():
+            scores = forward(x) @ context.centers.T  # (B, C)
+        scores = scores.scatter(1, context.labels[:, None], float("-inf"))
+        ranked = scores.argsort(dim=1, descending=True)
+        best = BestTracker(x)
+        passes = x.shape[0]
+        for rank in range(min(self.targets, ranked.shape[1] - 1)):
+            targeted = ObjectiveContext(
+                labels=context.labels,
+                centers=context.centers,
+                clean=context.clean,
+                target_labels=ranked[:, rank],
+                logit_scale=context.logit_scale,
+            )
+            for _ in range(self.restarts):
+                active = torch.arange(x.shape[0], device=x.device)[~best.success]
+                if active.numel() == 0:
+                    return best.x, passes
+                passes += self._single_run(
+                    forward, self.targeted_objective, x[active], spec, targeted.subset(active), generator, best, active
+                )
+        return best.x, passes
+
+
+def apgd_ce(threat: ThreatModel, **options) -> APGD:
+    return APGD(threat, **options)
+
+
+def apgd_dlr(threat: ThreatModel, **options) -> APGD:
+    attack = APGD(threat, objective=ZeroShotDLR(), **options)
+    attack.name = "apgd-dlr"
+    return attack

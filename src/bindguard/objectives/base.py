@@ -1,0 +1,79 @@
+"""The objective interface: a per-sample loss to maximise, and a per-sample success test."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+
+import torch
+
+from bindguard.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """What an objective may compare an embedding with. Fields an objective does not need stay None.
+
+    Attributes:
+        labels: (B,) true class (or, for retrieval, index of the paired gallery item).
+        centers: (C, D) unit-norm class centers (or gallery embeddings), frozen.
+        clean: (B, D) unit-norm embeddings of the clean inputs.
+        target: (B, D) unit-norm embeddings to move onto (targeted cross-modal attack).
+        target_labels: (B,) class to push towards (targeted zero-shot attacks).
+        logit_scale: multiplies cosine similarities before a softmax.
+    """
+
+    labels: torch.Tensor | None = None
+    centers: torch.Tensor | None = None
+    clean: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    target_labels: torch.Tensor | None = None
+    logit_scale: float = 100.0
+
+    def subset(self, index: torch.Tensor) -> ObjectiveContext:
+        """The context of the samples at ``index`` (centers are shared, not indexed)."""
+
+        def pick(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value[index]
+
+        return replace(
+            self,
+            labels=pick(self.labels),
+            clean=pick(self.clean),
+            target=pick(self.target),
+            target_labels=pick(self.target_labels),
+        )
+
+    def require(self, owner: str, *names: str) -> None:
+        missing = [name for name in names if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"objective {owner!r} needs {', '.join(missing)} in its context")
+
+
+class Objective(ABC):
+    """A differentiable attack objective over embeddings."""
+
+    name: str = "objective"
+    needs: tuple[str, ...] = ()
+
+    @abstractmethod
+    def loss(self, embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
+        """(B,) per-sample loss to maximise, from (B, D) unit-norm embeddings."""
+
+    @abstractmethod
+    def success(self, embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
+        """(B,) booleans: the attack has achieved its goal on this sample."""
+
+    def check(self, context: ObjectiveContext) -> None:
+        context.require(self.name, *self.needs)
+
+
+def class_scores(embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
+    """(B, C) cosine similarities to the centers."""
+    return embedding @ context.centers.T
+
+
+def top_k_hit(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) whether the label is among the k best scores."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == labels[:, None]).any(dim=1)

@@ -91,8 +91,10 @@ class Attack(ABC):
         try:
             generator = torch.Generator(device=clean.device).manual_seed(self.seed)
 
+            unit_norm = self.objective.unit_norm
+
             def forward(inputs: torch.Tensor) -> torch.Tensor:
-                return encoder.encode_unvalidated(modality, inputs)
+                return encoder.encode_unvalidated(modality, inputs, normalize=unit_norm)
 
             adversarial, passes = self._perturb(forward, clean.clone(), spec, context, generator)
             with torch.no_grad():

@@ -5,12 +5,14 @@ An objective scores each sample's embedding (higher = more adversarial) against 
 """
 
 from bindguard.objectives.base import Objective, ObjectiveContext
+from bindguard.objectives.classifier import LogitCE
 from bindguard.objectives.embedding import EmbeddingDistortion, TargetedEmbedding
 from bindguard.objectives.ranking import RankingPush
 from bindguard.objectives.zero_shot import ZeroShotCE, ZeroShotDLR, ZeroShotTargetedDLR
 
 __all__ = [
     "EmbeddingDistortion",
+    "LogitCE",
     "Objective",
     "ObjectiveContext",
     "RankingPush",

@@ -55,6 +55,7 @@ class Objective(ABC):
 
     name: str = "objective"
     needs: tuple[str, ...] = ()
+    unit_norm: bool = True  # whether the loss reads unit-norm embeddings (False: raw outputs, e.g. logits)
 
     @abstractmethod
     def loss(self, embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:

@@ -15,9 +15,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pret
 models_app = typer.Typer(no_args_is_help=True, help="Encoders bindguard can build.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets and the built-in benchmark.")
 tinybind_app = typer.Typer(no_args_is_help=True, help="The embedded default encoder.")
+attacks_app = typer.Typer(no_args_is_help=True, help="Attacks bindguard can run.")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(tinybind_app, name="tinybind")
+app.add_typer(attacks_app, name="attacks")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -41,6 +43,24 @@ def data_list(as_json: JsonOption = False) -> None:
 
     rows = [{"name": e.name, "extra": e.extra, "description": e.description} for e in DATASETS.entries.values()]
     _print_listing(rows, as_json, "data sets")
+
+
+@attacks_app.command("list")
+@user_errors
+def attacks_list(as_json: JsonOption = False) -> None:
+    """List registered attacks (and the 'standard' ensemble)."""
+    from bindguard.attacks import ATTACKS
+    from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
+
+    rows = [{"name": e.name, "extra": e.extra, "description": e.description} for e in ATTACKS.entries.values()]
+    rows.append(
+        {
+            "name": "standard",
+            "extra": None,
+            "description": "ensemble: " + ", ".join(STANDARD_ENSEMBLE.attack_names) + " (+ Square check)",
+        }
+    )
+    _print_listing(rows, as_json, "attacks")
 
 
 def _print_listing(rows: list[dict], as_json: bool, title: str) -> None:
@@ -121,10 +141,28 @@ def evaluate(
     weights: Annotated[
         Path | None, typer.Option(help="TinyBind trained parts to use instead of the shipped ones.")
     ] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(help="'standard' or comma-separated attack names (bindguard attacks list); none: clean only."),
+    ] = None,
+    eps: Annotated[
+        str, typer.Option(help="Comma-separated budgets relative to each domain's range, e.g. 1/255,2/255,4/255.")
+    ] = "1/255,2/255,4/255",
+    norm: Annotated[str, typer.Option(help="Threat norm: linf or l2.")] = "linf",
+    steps: Annotated[int, typer.Option(min=1, help="Iterations of each gradient attack.")] = 100,
+    square_queries: Annotated[int, typer.Option(min=0, help="Queries of the Square black-box check (0: skip).")] = 1000,
+    checks: Annotated[
+        bool, typer.Option(help="Run the sanity checks (more steps, large eps, gradients, determinism).")
+    ] = True,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Evaluate zero-shot classification and retrieval, clean."""
+    """Evaluate zero-shot classification and retrieval, clean and (with --attacks) under attack.
+
+    Robust rows are the per-sample worst case over the ensemble; an interrupted run resumes
+    from OUT/state when the same command is run again.
+    """
+    robust = _robust_settings(attacks, eps, norm, steps, square_queries, checks, batch_size, seed)
     results = _run_evaluation(
         out=out,
         model=model,
@@ -135,9 +173,119 @@ def evaluate(
         seed=seed,
         weights=weights,
         quiet=quiet,
+        robust=robust,
     )
     _show(results, as_json)
     console.print(f"results: {out / 'results.json'}")
+
+
+@app.command("attack")
+@user_errors
+def attack(
+    out: Annotated[Path, typer.Option(help="Folder for adversarial-<modality>.safetensors.")],
+    modality: Annotated[str, typer.Option(help="Modality to attack.")] = "image",
+    attack_name: Annotated[str, typer.Option("--attack", help="Attack name (bindguard attacks list).")] = "apgd-ce",
+    model: Annotated[str, typer.Option(help="Encoder name (bindguard models list).")] = "tinybind",
+    data: Annotated[str, typer.Option(help="Data set name or a .safetensors data file.")] = "builtin",
+    eps: Annotated[str, typer.Option(help="Budget relative to the domain's range, e.g. 4/255.")] = "4/255",
+    norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
+    steps: Annotated[int, typer.Option(min=1, help="Iterations (gradient attacks) or queries (square).")] = 50,
+    n: Annotated[int, typer.Option(min=1, help="Samples to attack.")] = 8,
+    target_modality: Annotated[
+        str, typer.Option(help="cross-modal attack: the modality whose embeddings are the targets.")
+    ] = "audio",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attack a few samples and save clean and adversarial inputs for inspection."""
+    import torch
+
+    from bindguard._io import atomic_write_bytes
+    from bindguard._types import Modality
+    from bindguard.attacks import ThreatModel, create_attack
+    from bindguard.data import load_dataset
+    from bindguard.encoders import create_encoder
+    from bindguard.encoders.centers import semantic_centers
+    from bindguard.errors import ConfigError
+    from bindguard.objectives import ObjectiveContext
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
+    chosen = Modality.parse(modality)
+    threat = ThreatModel.parse(norm, eps)
+    options = {"queries": steps} if attack_name == "square" else ({} if attack_name == "fgsm" else {"steps": steps})
+    attacker = create_attack(attack_name, threat=threat, seed=seed, **options)
+    encoder = create_encoder(model, **({"weights": weights} if weights else {}))
+    encoder.check_modality(chosen)
+    wanted = [chosen] + ([Modality.parse(target_modality)] if attack_name == "cross-modal" else [])
+    benchmark = load_dataset(data, split="test", modalities=wanted, limit=n)
+    batch = benchmark.data[chosen]
+    centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[chosen])
+    with torch.no_grad():
+        clean_embedding = encoder.encode_modality(chosen, batch.inputs)
+    target = None
+    if attack_name == "cross-modal":
+        source = benchmark.data[Modality.parse(target_modality)]
+        order = torch.roll(torch.arange(len(source)), 1)[: len(batch)]  # another sample, usually another class
+        with torch.no_grad():
+            target = encoder.encode_modality(Modality.parse(target_modality), source.inputs[order])
+    context = ObjectiveContext(labels=batch.labels, centers=centers, clean=clean_embedding, target=target)
+    result = attacker.run(encoder, chosen, batch.inputs, context)
+    with torch.no_grad():
+        adversarial_scores = encoder.encode_modality(chosen, result.adversarial) @ centers.T
+    clean_prediction = (clean_embedding @ centers.T).argmax(1)
+    adversarial_prediction = adversarial_scores.argmax(1)
+    from safetensors.torch import save
+
+    tensors = {
+        "clean": batch.inputs.contiguous(),
+        "adversarial": result.adversarial.contiguous(),
+        "labels": batch.labels.contiguous(),
+        "clean_prediction": clean_prediction.contiguous(),
+        "adversarial_prediction": adversarial_prediction.contiguous(),
+        "norms": result.norms.contiguous(),
+    }
+    summary = {
+        "model": model,
+        "data": data,
+        "modality": chosen.value,
+        "attack": attack_name,
+        "norm": norm,
+        "eps": threat.eps,
+        "eps_abs": threat.absolute(encoder.input_spec(chosen)),
+        "steps": steps,
+        "n": len(batch),
+        "seed": seed,
+        "success_rate": float(result.success.float().mean()),
+        "clean_top1": float((clean_prediction == batch.labels).float().mean()),
+        "adversarial_top1": float((adversarial_prediction == batch.labels).float().mean()),
+        "max_norm": float(result.norms.max()),
+    }
+    path = out / f"adversarial-{chosen.value}.safetensors"
+    atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in summary.items()}))
+    if as_json:
+        output.print_json(data=summary | {"file": str(path)})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{attack_name} on {model} {chosen.value}, {threat}, {steps} steps")
+    for column in ("sample", "label", "clean", "adversarial", "‖δ‖"):
+        table.add_column(column, justify="right")
+    names = benchmark.class_names
+    for index in range(len(batch)):
+        fooled = int(adversarial_prediction[index]) != int(batch.labels[index])
+        table.add_row(
+            str(index),
+            names[int(batch.labels[index])],
+            names[int(clean_prediction[index])],
+            f"[red]{names[int(adversarial_prediction[index])]}[/]"
+            if fooled
+            else names[int(adversarial_prediction[index])],
+            f"{float(result.norms[index]):.4g}",
+        )
+    output.print(table)
+    console.print(f"saved {path} (clean, adversarial, labels, predictions, norms)")
 
 
 @app.command("demo")
@@ -148,18 +296,31 @@ def demo(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """The main job on the embedded default: TinyBind on the built-in benchmark, all six modalities."""
+    """The main job on the embedded default: TinyBind on the built-in benchmark, all six modalities,
+    clean and under the standard attack ensemble at 1/255, 2/255 and 4/255 (Linf)."""
     started = time.perf_counter()
+    robust = _robust_settings(
+        "standard",
+        "1/255,2/255,4/255",
+        "linf",
+        5 if quick else 20,
+        50 if quick else 200,
+        True,
+        64,
+        0,
+        check_samples=8 if quick else 16,
+    )
     results = _run_evaluation(
         out=out,
         model="tinybind",
         data="builtin",
         modalities="all",
-        n=100 if quick else None,
-        batch_size=128,
+        n=24 if quick else 100,
+        batch_size=64,
         seed=0,
         weights=None,
         quiet=quiet,
+        robust=robust,
     )
     _show(results, as_json)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; results: {out / 'results.json'}")
@@ -176,6 +337,7 @@ def _run_evaluation(
     seed: int,
     weights: Path | None,
     quiet: bool,
+    robust: tuple | None = None,
 ) -> dict:
     import torch
 
@@ -207,7 +369,32 @@ def _run_evaluation(
             )
         chosen = [m for m in chosen if m in benchmark.data]
         rows = evaluate_clean(encoder, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
+        if robust is not None:
+            from bindguard.evaluation.robust import evaluate_robust
+
+            threats, settings = robust
+            run_config = {"model": model, "weights": str(weights), "data": data, "n": n}
+            rows += evaluate_robust(
+                encoder,
+                benchmark,
+                threats,
+                modalities=chosen,
+                settings=settings,
+                state_directory=out / "state",
+                run_config=run_config,
+                progress=progress,
+            )
     settings = {
+        "robust": None
+        if robust is None
+        else {
+            "ensemble": robust[1].ensemble.name,
+            "attacks": robust[1].ensemble.attack_names,
+            "steps": robust[1].steps,
+            "square_queries": robust[1].square_queries,
+            "checks": robust[1].checks,
+            "threats": [str(t) for t in robust[0]],
+        },
         "modalities": [m.value for m in chosen],
         "n": n,
         "split": "test",
@@ -216,6 +403,45 @@ def _run_evaluation(
     results = make_results(model=model, data=data, seed=seed, rows=rows, settings=settings)
     write_results(out, results)
     return results
+
+
+def _robust_settings(
+    attacks: str | None,
+    eps: str,
+    norm: str,
+    steps: int,
+    square_queries: int,
+    checks: bool,
+    batch_size: int,
+    seed: int,
+    *,
+    check_samples: int = 32,
+) -> tuple | None:
+    """Parse the attack options up front, so bad values fail before any slow work."""
+    if attacks is None:
+        return None
+    from bindguard.attacks import ThreatModel
+    from bindguard.errors import ConfigError
+    from bindguard.evaluation.ensemble import parse_ensemble
+    from bindguard.evaluation.robust import RobustSettings
+
+    ensemble = parse_ensemble(attacks)
+    budgets = [part for part in eps.split(",") if part.strip()]
+    if not budgets:
+        raise ConfigError("--eps is empty; give budgets such as 1/255,2/255,4/255")
+    threats = [ThreatModel.parse(norm, budget) for budget in budgets]
+    for member in ensemble.members:
+        member.build(threats[0], steps=max(steps, 2), seed=seed)  # unsupported norms fail here, by name
+    settings = RobustSettings(
+        ensemble=ensemble,
+        steps=steps,
+        square_queries=square_queries,
+        checks=checks,
+        check_samples=check_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    return threats, settings
 
 
 def _show(results: dict, as_json: bool) -> None:

@@ -33,6 +33,9 @@ def results_tables(results: dict) -> list[Table]:
             _percent(to_text.get("recall@1")),
         )
     tables = [summary]
+    robust = [r for r in rows if r["task"] == "zero-shot" and r["attack"] != "none"]
+    if robust:
+        tables.append(_robust_table(robust))
     instance = [r for r in rows if r.get("level") == "instance"]
     if instance:
         names = list(dict.fromkeys(r["query"] for r in instance))
@@ -49,3 +52,50 @@ def results_tables(results: dict) -> list[Table]:
         matrix.caption = f"chance: {100 * chance:.2f}%"
         tables.append(matrix)
     return tables
+
+
+def _robust_table(rows: list[dict]) -> Table:
+    first = rows[0]
+    table = Table(
+        title=f"robust zero-shot accuracy: {first['attack']} ensemble, {first['norm']}, {first['steps']} steps"
+        + (f", Square {first['square_queries']} queries" if first.get("square_queries") else "")
+    )
+    for column in (
+        "modality",
+        "eps",
+        "eps (abs)",
+        "n",
+        "clean top-1",
+        "robust top-1",
+        "95% CI",
+        "clean top-5",
+        "robust top-5",
+        "max ‖δ‖",
+        "flags",
+    ):
+        table.add_column(column, justify="left" if column in ("modality", "flags") else "right")
+    for row in rows:
+        low, high = row["top1_ci95"]
+        flags = ", ".join(row.get("flags", []))
+        table.add_row(
+            row["modality"],
+            _fraction(row["eps"]),
+            f"{row['eps_abs']:.4g}",
+            str(row["n"]),
+            _percent(row["clean_top1"]),
+            _percent(row["top1"]),
+            f"{_percent(low)}–{_percent(high)}",
+            _percent(row["clean_top5"]),
+            _percent(row["top5"]),
+            f"{row['max_norm']:.4g}",
+            f"[bold red]⚠ {flags}[/]" if flags else "[green]ok[/]",
+        )
+    table.caption = (
+        "robust = per-sample worst case over the ensemble, attacked end to end; flagged rows need a closer look"
+    )
+    return table
+
+
+def _fraction(eps: float) -> str:
+    numerator = eps * 255
+    return f"{round(numerator)}/255" if abs(numerator - round(numerator)) < 1e-6 else f"{eps:g}"

@@ -93,7 +93,8 @@ class APGD(Attack):
         previous = current.clone()
         increases = torch.zeros(count, device=clean.device)
         last_loss = loss.clone()
-        checkpoint_eta, checkpoint_max = eta.clone(), max_loss.clone()
+        halved_last_time = torch.zeros(count, dtype=torch.bool, device=clean.device)
+        checkpoint_max = max_loss.clone()
         last_checkpoint = 0
         for step in range(self.steps):
             # gradient step, then momentum (none on the first step)
@@ -116,12 +117,14 @@ class APGD(Attack):
             if step + 1 in self.checkpoints:
                 window = step + 1 - last_checkpoint
                 stalled = increases < RHO * window
-                unchanged = (checkpoint_eta == eta) & (checkpoint_max == max_loss)
+                # the paper's second condition: eta was not cut at the last checkpoint and the best did not move
+                unchanged = ~halved_last_time & (max_loss <= checkpoint_max)
                 halve = stalled | unchanged
                 eta = torch.where(halve, eta / 2, eta)
+                current, gradient = current.clone(), gradient.clone()  # never write into autograd's buffers
                 current[halve], gradient[halve] = max_x[halve], max_gradient[halve]
                 previous = torch.where(halve.view(view), current, previous)
-                checkpoint_eta, checkpoint_max = eta.clone(), max_loss.clone()
+                halved_last_time, checkpoint_max = halve, max_loss.clone()
                 increases.zero_()
                 last_checkpoint = step + 1
         return count * (self.steps + 1)

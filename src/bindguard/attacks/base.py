@@ -86,7 +86,7 @@ class Attack(ABC):
         spec = encoder.input_spec(modality)
         clean = spec.validate(x).detach()
         self.objective.check(context)
-        was_training = encoder.training
+        modes = {module: module.training for module in encoder.modules()}  # restored one by one: mixed modes survive
         encoder.eval()
         try:
             generator = torch.Generator(device=clean.device).manual_seed(self.seed)
@@ -102,7 +102,8 @@ class Attack(ABC):
                 loss = self.objective.loss(embedding, context)
                 success = self.objective.success(embedding, context)
         finally:
-            encoder.train(was_training)
+            for module, training in modes.items():
+                module.training = training
         norms = self.threat.norms(adversarial - clean, spec)
         self._check_budget(norms, adversarial, spec)
         return AttackResult(adversarial.detach(), success, loss, norms, passes + clean.shape[0])
@@ -138,7 +139,7 @@ class BestTracker:
 
     def __init__(self, x: torch.Tensor):
         self.x = x.clone()
-        self.loss = torch.full((x.shape[0],), -math.inf, device=x.device)
+        self.loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
     def update(self, x: torch.Tensor, loss: torch.Tensor, success: torch.Tensor) -> None:
@@ -150,5 +151,5 @@ class BestTracker:
         take = (success & ~done) | (~done & ~success & (loss > self.loss[index]))
         chosen = index[take]
         self.x[chosen] = x[take].detach()
-        self.loss[chosen] = loss[take]
+        self.loss[chosen] = loss[take].to(self.loss.dtype)
         self.success[index] = done | success

@@ -64,7 +64,9 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; allowed: {', '.join(NORMS)}")
-        _check_eps(float(self.eps), self.eps)
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float, str)):
+            raise ConfigError(f"eps must be a number or a string such as '4/255', got {self.eps!r}")
+        object.__setattr__(self, "eps", parse_eps(self.eps))  # frozen: normalise strings and ints once
 
     @classmethod
     def linf(cls, eps: float | str) -> ThreatModel:

@@ -14,11 +14,11 @@ from bindguard._types import Modality
 from bindguard.attacks import ThreatModel
 from bindguard.data import load_dataset
 from bindguard.encoders.classifier import ClassifierEncoder
+from bindguard.errors import ConfigError, UnknownNameError
 from bindguard.evaluation import robust as robust_module
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, parse_ensemble
 from bindguard.evaluation.flags import SanityChecker
 from bindguard.evaluation.robust import RobustSettings, evaluate_robust
-from bindguard.errors import ConfigError, UnknownNameError
 
 QUICK = RobustSettings(ensemble=parse_ensemble("pgd,rank"), steps=3, square_queries=0, checks=False, batch_size=8)
 
@@ -32,7 +32,10 @@ def test_rows_report_attack_budget_and_are_below_clean(tinybind, small_benchmark
     threats = [ThreatModel.linf("4/255"), ThreatModel.linf("1/255")]
     rows = evaluate_robust(tinybind, small_benchmark, threats, settings=QUICK)
     assert [(r["modality"], r["eps"]) for r in rows] == [
-        ("image", 1 / 255), ("image", 4 / 255), ("point", 1 / 255), ("point", 4 / 255)
+        ("image", 1 / 255),
+        ("image", 4 / 255),
+        ("point", 1 / 255),
+        ("point", 4 / 255),
     ]
     for row in rows:
         assert row["task"] == "zero-shot" and row["adaptive"] is True and row["attack"] == "pgd,rank"
@@ -45,20 +48,43 @@ def test_rows_report_attack_budget_and_are_below_clean(tinybind, small_benchmark
         assert row["top1_ci95"][0] <= row["top1"] <= row["top1_ci95"][1]
 
 
-def test_interrupted_run_resumes_without_redoing_attacks(tinybind, small_benchmark, tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_run_resumes_without_redoing_attacks(
+    tinybind, small_benchmark, tmp_path: Path, monkeypatch
+) -> None:
     threats = [ThreatModel.linf("2/255")]
-    first = evaluate_robust(tinybind, small_benchmark, threats, modalities=[Modality.IMAGE], settings=QUICK,
-                            state_directory=tmp_path, run_config={"model": "tinybind"})
+    first = evaluate_robust(
+        tinybind,
+        small_benchmark,
+        threats,
+        modalities=[Modality.IMAGE],
+        settings=QUICK,
+        state_directory=tmp_path,
+        run_config={"model": "tinybind"},
+    )
     assert list(tmp_path.glob("image-linf-*.json"))
     calls = []
     original = robust_module._attack_in_batches
     monkeypatch.setattr(robust_module, "_attack_in_batches", lambda *a, **k: calls.append(1) or original(*a, **k))
-    again = evaluate_robust(tinybind, small_benchmark, threats, modalities=[Modality.IMAGE], settings=QUICK,
-                            state_directory=tmp_path, run_config={"model": "tinybind"})
+    again = evaluate_robust(
+        tinybind,
+        small_benchmark,
+        threats,
+        modalities=[Modality.IMAGE],
+        settings=QUICK,
+        state_directory=tmp_path,
+        run_config={"model": "tinybind"},
+    )
     assert calls == [] and again[0]["top1"] == first[0]["top1"]
     # a different configuration never reuses the saved state
-    evaluate_robust(tinybind, small_benchmark, threats, modalities=[Modality.IMAGE], settings=QUICK,
-                    state_directory=tmp_path, run_config={"model": "other"})
+    evaluate_robust(
+        tinybind,
+        small_benchmark,
+        threats,
+        modalities=[Modality.IMAGE],
+        settings=QUICK,
+        state_directory=tmp_path,
+        run_config={"model": "other"},
+    )
     assert calls
 
 
@@ -123,8 +149,26 @@ def test_cli_robust_sweep(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["eval", "--modalities", "image,audio", "--n", "6", "--attacks", "pgd", "--steps", "2", "--eps", "1/255,4/255",
-         "--square-queries", "0", "--no-checks", "--out", str(tmp_path / "r"), "--quiet", "--json"],
+        [
+            "eval",
+            "--modalities",
+            "image,audio",
+            "--n",
+            "6",
+            "--attacks",
+            "pgd",
+            "--steps",
+            "2",
+            "--eps",
+            "1/255,4/255",
+            "--square-queries",
+            "0",
+            "--no-checks",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+            "--json",
+        ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -139,9 +139,10 @@ def test_flags_catch_randomness_and_masked_gradients() -> None:
 
 
 def test_sweep_flags_accuracy_rising_with_eps() -> None:
-    rows = [{"norm": "linf", "eps": e, "top1": t, "n": 100, "flags": []} for e, t in [(1, 0.5), (2, 0.6), (4, 0.1)]]
+    values = [(1, 0.5, 0.9), (2, 0.6, 0.9), (4, 0.1, 0.5), (8, 0.1, 0.7)]
+    rows = [{"norm": "linf", "eps": e, "top1": t1, "top5": t5, "n": 100, "flags": []} for e, t1, t5 in values]
     SanityChecker.check_sweep(rows)
-    assert [row["flags"] for row in rows] == [[], ["rises-with-eps"], []]
+    assert [row["flags"] for row in rows] == [[], ["rises-with-eps"], [], ["rises-with-eps"]]
 
 
 def test_cli_robust_sweep(tmp_path: Path) -> None:

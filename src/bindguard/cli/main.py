@@ -292,7 +292,7 @@ def attack(
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's results.")] = Path("bindguard-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller run (100 samples per modality).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller run (16 samples per modality, 5 steps).")] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -303,19 +303,19 @@ def demo(
         "standard",
         "1/255,2/255,4/255",
         "linf",
-        5 if quick else 20,
-        50 if quick else 200,
+        5 if quick else 10,
+        20 if quick else 100,
         True,
         64,
         0,
-        check_samples=8 if quick else 16,
+        check_samples=4 if quick else 8,
     )
     results = _run_evaluation(
         out=out,
         model="tinybind",
         data="builtin",
         modalities="all",
-        n=24 if quick else 100,
+        n=16 if quick else 60,
         batch_size=64,
         seed=0,
         weights=None,

@@ -56,43 +56,25 @@ def results_tables(results: dict) -> list[Table]:
 
 def _robust_table(rows: list[dict]) -> Table:
     first = rows[0]
-    table = Table(
-        title=f"robust zero-shot accuracy: {first['attack']} ensemble, {first['norm']}, {first['steps']} steps"
-        + (f", Square {first['square_queries']} queries" if first.get("square_queries") else "")
-    )
-    for column in (
-        "modality",
-        "eps",
-        "eps (abs)",
-        "n",
-        "clean top-1",
-        "robust top-1",
-        "95% CI",
-        "clean top-5",
-        "robust top-5",
-        "max ‖δ‖",
-        "flags",
-    ):
-        table.add_column(column, justify="left" if column in ("modality", "flags") else "right")
+    square = f", Square {first['square_queries']} queries" if first.get("square_queries") else ""
+    table = Table(title=f"under attack: {first['attack']} ensemble, {first['norm']}, {first['steps']} steps{square}")
+    for column, justify in (("modality", "left"), ("eps (abs)", "right"), ("n", "right"),
+                            ("top-1 clean→robust", "right"), ("95% CI", "right"), ("top-5 clean→robust", "right"),
+                            ("flags", "left")):
+        table.add_column(column, justify=justify)
     for row in rows:
         low, high = row["top1_ci95"]
         flags = ", ".join(row.get("flags", []))
         table.add_row(
             row["modality"],
-            _fraction(row["eps"]),
-            f"{row['eps_abs']:.4g}",
+            f"{_fraction(row['eps'])} ({row['eps_abs']:.3g})",
             str(row["n"]),
-            _percent(row["clean_top1"]),
-            _percent(row["top1"]),
+            f"{_percent(row['clean_top1'])} → {_percent(row['top1'])}",
             f"{_percent(low)}–{_percent(high)}",
-            _percent(row["clean_top5"]),
-            _percent(row["top5"]),
-            f"{row['max_norm']:.4g}",
+            f"{_percent(row['clean_top5'])} → {_percent(row['top5'])}",
             f"[bold red]⚠ {flags}[/]" if flags else "[green]ok[/]",
         )
-    table.caption = (
-        "robust = per-sample worst case over the ensemble, attacked end to end; flagged rows need a closer look"
-    )
+    table.caption = "robust: per-sample worst case over the ensemble, end to end; ⚠ rows need a closer look"
     return table
 
 

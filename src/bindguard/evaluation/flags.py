@@ -4,7 +4,7 @@
 - ``zero-gradients``: some inputs have an all-zero input gradient (gradient masking).
 - ``large-eps-not-zero``: at a very large budget accuracy stays above chance, so the attack is too weak.
 - ``rises-with-steps`` / ``not-converged``: APGD with twice the steps gives higher / clearly lower accuracy.
-- ``rises-with-eps``: robust accuracy grows with the budget.
+- ``rises-with-eps``: robust top-1 or top-5 accuracy grows with the budget.
 - ``black-box-beats-white-box``: Square broke samples that every gradient attack missed.
 """
 
@@ -117,5 +117,6 @@ class SanityChecker:
         for norm in {row["norm"] for row in rows}:
             ordered = sorted((row for row in rows if row["norm"] == norm), key=lambda row: row["eps"])
             for smaller, larger in pairwise(ordered):
-                if (larger["top1"] - smaller["top1"]) * larger["n"] >= MIN_GAP_SAMPLES:
+                rise = max(larger[metric] - smaller[metric] for metric in ("top1", "top5"))
+                if rise * larger["n"] >= MIN_GAP_SAMPLES:
                     larger["flags"].append("rises-with-eps")

@@ -58,9 +58,15 @@ def _robust_table(rows: list[dict]) -> Table:
     first = rows[0]
     square = f", Square {first['square_queries']} queries" if first.get("square_queries") else ""
     table = Table(title=f"under attack: {first['attack']} ensemble, {first['norm']}, {first['steps']} steps{square}")
-    for column, justify in (("modality", "left"), ("eps (abs)", "right"), ("n", "right"),
-                            ("top-1 clean→robust", "right"), ("95% CI", "right"), ("top-5 clean→robust", "right"),
-                            ("flags", "left")):
+    for column, justify in (
+        ("modality", "left"),
+        ("eps (abs)", "right"),
+        ("n", "right"),
+        ("top-1 clean→robust", "right"),
+        ("95% CI", "right"),
+        ("top-5 clean→robust", "right"),
+        ("flags", "left"),
+    ):
         table.add_column(column, justify=justify)
     for row in rows:
         low, high = row["top1_ci95"]

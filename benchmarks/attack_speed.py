@@ -1,0 +1,602 @@
+"""Attack speed, measured side by side in one run: our PGD against torchattacks' PGD, and PGD's cost.
+
+    python benchmarks/attack_speed.py [--quick] [--json | --markdown] [--threads N] [--repeats R]
+
+Targets (issue text): our PGD throughput (samples x steps per second) on the same model and batch
+>= 1.3x torchattacks' PGD; time of a K-step attack <= 1.1 x K x (one forward+backward of the encoder).
+
+Every timing is the median of R repeats, run interleaved (each repeat runs every variant once, in a
+rotated order), so that load from other processes hits all variants alike. What each row means is
+in benchmarks/README.md. torchattacks (installed with --no-deps, see the README) is imported here only.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On CPUs that other
+# processes share, spinning threads make every parallel op wait for a descheduled peer (see the
+# README). Export OMP_WAIT_POLICY=active to measure OpenMP's default behaviour instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bindguard._types import Modality
+from bindguard.attacks import ThreatModel
+from bindguard.attacks.pgd import PGD
+from bindguard.data import load_dataset
+from bindguard.data.builtin.benchmark import TEMPLATES
+from bindguard.encoders import Encoder, create_encoder
+from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.classifier import ClassifierEncoder
+from bindguard.encoders.efficientnet_lite import LITE_MEAN, LITE_STD, load_pretrained_lite0
+from bindguard.encoders.fusion import fold_batch_norms, optimize_frozen, to_channels_last
+from bindguard.encoders.vision_trunk import VisionTrunk
+from bindguard.objectives import LogitCE, Objective, ObjectiveContext, ZeroShotCE
+
+STEPS = 10
+CLASSIFIER_SIDE = 64
+COST_MODALITIES = (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.POINT)
+THROUGHPUT_TARGET = 1.3
+COST_TARGET = 1.1
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+class Warm:
+    """A runner whose timed call follows one untimed call, as each PGD step follows the step before.
+
+    Without it, a lone forward+backward timed right after another model's runs pays for cold caches
+    that the steps of an attack do not (measured: about 4% on EfficientNet-Lite0, batch 32).
+    """
+
+    def __init__(self, run: Callable[[], object]):
+        self.run = run
+
+    def __call__(self) -> object:
+        return self.run()
+
+
+def interleaved(
+    runners: dict[str, Callable[[], object]], repeats: int, warmups: list[Callable[[], object]]
+) -> tuple[dict[str, float], dict[str, float], dict[str, object]]:
+    """Median wall and process CPU seconds of each runner over ``repeats`` rounds, and its first output.
+
+    The ``warmups`` run first, untimed (oneDNN builds its kernels on first use of a shape). Each
+    round runs every runner once, starting one further along the list than the round before; a
+    ``Warm`` runner is called once untimed just before its timed call. CPU seconds are steadier
+    than wall time on a loaded machine with 1 thread; with 2 threads they include OpenMP's spinning.
+    """
+    for warmup in warmups:
+        warmup()
+    names = list(runners)
+    outputs: dict[str, object] = {}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            if isinstance(runners[name], Warm):
+                runners[name]()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            output = runners[name]()
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+            outputs.setdefault(name, output)
+    median = statistics.median
+    return {n: median(v) for n, v in times.items()}, {n: median(v) for n, v in cpu.items()}, outputs
+
+
+# --- models and data ---------------------------------------------------------------------------
+
+
+class LogitModule(nn.Module):
+    """What torchattacks attacks: raw [0, 1] input -> class logits, the same function our PGD sees.
+
+    Plain classifier: the logits. Zero-shot: 100 * <normalize(embedding), centers>, the logits of
+    ZeroShotCE. Input validation is skipped (``encode_unvalidated``), as our attack loop skips it.
+    """
+
+    def __init__(self, encoder: Encoder, modality: Modality, centers: torch.Tensor | None = None):
+        super().__init__()
+        self.encoder, self.modality, self.centers = encoder, modality, centers
+        # torchattacks calls model.train() after an attack on a model it found in training mode, and a
+        # new Module starts in training mode: that would leave the encoder's BatchNorms training.
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.centers is None:
+            return self.encoder.encode_unvalidated(self.modality, x, normalize=False)
+        return 100.0 * self.encoder.encode_unvalidated(self.modality, x, normalize=True) @ self.centers.T
+
+
+def natural_crops(count: int, side: int) -> tuple[torch.Tensor, str]:
+    """(count, 3, side, side) crops of scikit-image's sample photos (dev extra), else upscaled digits."""
+    try:
+        from skimage import data as samples
+
+        photos = [samples.astronaut(), samples.chelsea(), samples.coffee(), samples.rocket()]
+    except Exception:  # scikit-image missing or its data unreadable
+        images = load_dataset("builtin", split="test", modalities=[Modality.IMAGE], limit=count)
+        pixels = images.data[Modality.IMAGE].inputs
+        return F.interpolate(pixels, size=(side, side), mode="bilinear").clamp(0, 1), "built-in digit images"
+    generator = torch.Generator().manual_seed(0)
+    crops = []
+    for index in range(count):
+        photo = torch.from_numpy(photos[index % len(photos)]).permute(2, 0, 1).float() / 255
+        height, width = photo.shape[1:]
+        size = int(torch.randint(min(height, width) // 3, min(height, width) + 1, (1,), generator=generator))
+        top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+        crop = photo[None, :, top : top + size, left : left + size]
+        crops.append(F.interpolate(crop, size=(side, side), mode="bilinear", antialias=True))
+    return torch.cat(crops).clamp(0, 1), "crops of scikit-image sample photos"
+
+
+@dataclass
+class Setup:
+    name: str
+    encoder: Encoder
+    fast: Encoder  # optimize_frozen(encoder): BN folded + channels-last conv weights
+    modality: Modality
+    x: torch.Tensor
+    context: ObjectiveContext
+    objective: Objective
+    note: str = ""
+
+
+def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[str, float]]:
+    """The attacked setups (plain classifier, TinyBind image; ``batch``) and the cost setups (``cost_batch``)."""
+    one_time: dict[str, float] = {}
+    lite = load_pretrained_lite0().requires_grad_(False)
+    classifier = ClassifierEncoder(
+        lite, height=CLASSIFIER_SIDE, width=CLASSIFIER_SIDE, classes=1000, mean=LITE_MEAN, std=LITE_STD
+    ).eval()
+    start = time.perf_counter()
+    classifier_fast = optimize_frozen(classifier)
+    one_time["optimize_frozen(classifier) s"] = time.perf_counter() - start
+    size = max(batch, cost_batch)
+    images, source = natural_crops(size, CLASSIFIER_SIDE)
+    with torch.no_grad():  # labels: the classifier's own clean predictions (clean accuracy 100%)
+        labels = classifier.encode_unvalidated(Modality.IMAGE, images, normalize=False).argmax(1)
+    full = {
+        "classifier": Setup(
+            "EfficientNet-Lite0 classifier (64 px, ImageNet logits, LogitCE)",
+            classifier,
+            classifier_fast,
+            Modality.IMAGE,
+            images,
+            ObjectiveContext(labels=labels),
+            LogitCE(),
+            note=f"{source}; labels = its clean predictions",
+        )
+    }
+    tinybind = create_encoder("tinybind")
+    # create_tinybind ships its trunk already optimized; the baseline is the trunk the checkpoint defines
+    tinybind.trunk = VisionTrunk(load_pretrained_lite0()).requires_grad_(False).eval()
+    start = time.perf_counter()
+    tinybind_fast = _with_parts(tinybind, optimize_frozen)
+    one_time["optimize_frozen(tinybind) s"] = time.perf_counter() - start
+    benchmark = load_dataset("builtin", split="test", modalities=list(COST_MODALITIES), limit=size)
+    for modality in COST_MODALITIES:
+        data = benchmark.data[modality]
+        centers = semantic_centers(tinybind, benchmark.class_names, TEMPLATES[modality])
+        full[modality.value] = Setup(
+            f"TinyBind {modality.value} zero-shot (ZeroShotCE)",
+            tinybind,
+            tinybind_fast,
+            modality,
+            data.inputs,
+            ObjectiveContext(labels=data.labels, centers=centers),
+            ZeroShotCE(),
+            note="built-in test split, true labels",
+        )
+    attacked = [_first(full[name], batch) for name in ("classifier", "image")]
+    return attacked, [_first(setup, cost_batch) for setup in full.values()], one_time
+
+
+def _first(setup: Setup, n: int) -> Setup:
+    """The setup restricted to its first ``n`` samples."""
+    context = setup.context.subset(torch.arange(n))
+    return Setup(
+        setup.name, setup.encoder, setup.fast, setup.modality, setup.x[:n].clone(), context, setup.objective, setup.note
+    )
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    section: str
+    model: str
+    eps: str
+    variant: str
+    seconds: float
+    throughput: float  # samples x nominal steps per second
+    ratio: float  # throughput / torchattacks' throughput on the original encoder
+    robust_accuracy: float
+    extra: dict = field(default_factory=dict)
+
+
+def robust_accuracy(setup: Setup, adversarial: torch.Tensor) -> float:
+    """Top-1 accuracy at ``adversarial``, judged by the original encoder (never by the fast copy)."""
+    with torch.no_grad():
+        embedding = setup.encoder.encode_unvalidated(setup.modality, adversarial, normalize=setup.objective.unit_norm)
+        return 1.0 - float(setup.objective.success(embedding, setup.context).float().mean())
+
+
+def compare_with_torchattacks(setup: Setup, eps: str, repeats: int, *, reference_fast: bool) -> list[Row]:
+    import torchattacks  # only the benchmark needs it
+
+    threat = ThreatModel.linf(eps)
+    alpha = threat.eps / 4  # our default for 10 steps: max(2.5 eps / steps, eps / 4)
+    centers = None if isinstance(setup.objective, LogitCE) else setup.context.centers
+    labels = setup.context.labels
+
+    def reference(encoder: Encoder) -> Callable[[], torch.Tensor]:
+        attack = torchattacks.PGD(
+            LogitModule(encoder, setup.modality, centers), eps=threat.eps, alpha=alpha, steps=STEPS, random_start=True
+        )
+
+        def run() -> torch.Tensor:
+            torch.manual_seed(0)  # its random start draws from the global generator
+            return attack(setup.x, labels)
+
+        return run
+
+    def ours(encoder: Encoder, early_stop: bool) -> Callable[[], torch.Tensor]:
+        attack = PGD(
+            threat,
+            objective=setup.objective,
+            steps=STEPS,
+            step_size=threat.eps / 4,
+            random_start=True,
+            early_stop=early_stop,
+        )
+        return lambda: attack.run(encoder, setup.modality, setup.x, setup.context).adversarial
+
+    runners = {
+        "torchattacks PGD": reference(setup.encoder),
+        "ours, early_stop=False": ours(setup.encoder, False),
+        "ours, early_stop=True": ours(setup.encoder, True),
+        "ours, early_stop=False, fast encoder": ours(setup.fast, False),
+        "ours, early_stop=True, fast encoder": ours(setup.fast, True),
+    }
+    if reference_fast:
+        runners["torchattacks PGD, fast encoder"] = reference(setup.fast)
+    warmups = [forward_backward(setup.encoder, setup), forward_backward(setup.fast, setup)]
+    seconds, cpu, outputs = interleaved(runners, repeats, warmups)
+    if any(m.training for m in setup.encoder.modules()) or any(m.training for m in setup.fast.modules()):
+        raise RuntimeError("an attack left the encoder in training mode")
+    work = setup.x.shape[0] * STEPS
+    base = work / seconds["torchattacks PGD"]
+    rows = []
+    for name, value in seconds.items():
+        rows.append(
+            Row(
+                "attack",
+                setup.name,
+                eps,
+                name,
+                value,
+                work / value,
+                (work / value) / base,
+                robust_accuracy(setup, outputs[name]),
+                {"cpu s": cpu[name], "cpu ratio": cpu["torchattacks PGD"] / cpu[name]},
+            )
+        )
+    return rows
+
+
+def forward_backward(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tensor]:
+    """One forward+backward of ``encoder`` on the batch: embedding, objective, gradient to the raw input."""
+
+    def run() -> torch.Tensor:
+        x = setup.x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            embedding = encoder.encode_unvalidated(setup.modality, x, normalize=setup.objective.unit_norm)
+            (gradient,) = torch.autograd.grad(setup.objective.loss(embedding, setup.context).sum(), x)
+        return gradient
+
+    return run
+
+
+def forward_only(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            return encoder.encode_unvalidated(setup.modality, setup.x, normalize=setup.objective.unit_norm)
+
+    return run
+
+
+def cost(setup: Setup, repeats: int, eps: str = "4/255") -> Row:
+    """PGD time / (K x forward+backward), plain and on the fast encoder, and what folding buys."""
+    folded = _with_parts(setup.encoder, fold_batch_norms)
+    nhwc = _with_parts(setup.encoder, to_channels_last)
+    attack = PGD(ThreatModel.linf(eps), objective=setup.objective, steps=STEPS, early_stop=False)
+    runners = {
+        "fwd+bwd": Warm(forward_backward(setup.encoder, setup)),
+        "fwd+bwd fold BN": Warm(forward_backward(folded, setup)),
+        "fwd+bwd channels-last": Warm(forward_backward(nhwc, setup)),
+        "fwd+bwd fold BN + channels-last": Warm(forward_backward(setup.fast, setup)),
+        "fwd": Warm(forward_only(setup.encoder, setup)),
+        "fwd fast": Warm(forward_only(setup.fast, setup)),
+        "PGD": lambda: attack.run(setup.encoder, setup.modality, setup.x, setup.context).adversarial,
+        "PGD fast": lambda: attack.run(setup.fast, setup.modality, setup.x, setup.context).adversarial,
+    }
+    warmups = [runners["fwd+bwd"], runners["fwd+bwd fold BN + channels-last"]]
+    seconds, cpu, outputs = interleaved(runners, repeats, warmups)
+    fb, fb_fast = seconds["fwd+bwd"], seconds["fwd+bwd fold BN + channels-last"]
+    extra = {f"{name} ms": 1000 * value for name, value in seconds.items()}
+    extra |= {f"{name} cpu ms": 1000 * value for name, value in cpu.items()}
+    extra["cost ratio cpu"] = cpu["PGD"] / (STEPS * cpu["fwd+bwd"])
+    extra["fold BN + channels-last speedup cpu"] = cpu["fwd+bwd"] / cpu["fwd+bwd fold BN + channels-last"]
+    extra |= {
+        "batch": setup.x.shape[0],
+        "cost ratio": seconds["PGD"] / (STEPS * fb),
+        "cost ratio fast (vs its own fwd+bwd)": seconds["PGD fast"] / (STEPS * fb_fast),
+        "fold BN speedup": fb / seconds["fwd+bwd fold BN"],
+        "channels-last speedup": fb / seconds["fwd+bwd channels-last"],
+        "fold BN + channels-last speedup": fb / fb_fast,
+        "PGD fast speedup": seconds["PGD"] / seconds["PGD fast"],
+        "robust accuracy fast": robust_accuracy(setup, outputs["PGD fast"]),
+    }
+    work = setup.x.shape[0] * STEPS
+    return Row(
+        "cost",
+        setup.name,
+        eps,
+        "ours, early_stop=False",
+        seconds["PGD"],
+        work / seconds["PGD"],
+        float("nan"),
+        robust_accuracy(setup, outputs["PGD"]),
+        extra,
+    )
+
+
+def _with_parts(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
+    """Apply one rewrite alone to a copy of the encoder (both rewrites together: ``optimize_frozen``)."""
+    return rewrite(encoder) if not hasattr(encoder, "_text") else _tinybind_parts(encoder, rewrite)
+
+
+def _tinybind_parts(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
+    text, encoder._text = encoder._text, None  # the text tower is not attacked: leave it out of the copy
+    try:
+        result = rewrite(encoder)
+    finally:
+        encoder._text = text
+    result._text = text
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def summary(rows: list[Row]) -> dict[str, object]:
+    attack = [row for row in rows if row.section == "attack"]
+    costs = [row for row in rows if row.section == "cost"]
+
+    def best(variant: str) -> float:
+        return min(row.ratio for row in attack if row.variant == variant)
+
+    return {
+        "throughput target": f">= {THROUGHPUT_TARGET}x torchattacks",
+        "worst ratio, ours early_stop=False": best("ours, early_stop=False"),
+        "worst ratio, ours early_stop=True": best("ours, early_stop=True"),
+        "worst ratio, ours early_stop=False, fast encoder": best("ours, early_stop=False, fast encoder"),
+        "worst ratio, ours early_stop=True, fast encoder": best("ours, early_stop=True, fast encoder"),
+        "cost target": f"<= {COST_TARGET}",
+        "worst cost ratio": max(row.extra["cost ratio"] for row in costs),
+        "worst cost ratio, fast encoder": max(row.extra["cost ratio fast (vs its own fwd+bwd)"] for row in costs),
+    }
+
+
+SHORT_VARIANTS = {
+    "torchattacks PGD": "torchattacks",
+    "ours, early_stop=False": "ours, early_stop=False",
+    "ours, early_stop=True": "ours, early_stop=True",
+    "ours, early_stop=False, fast encoder": "ours, early_stop=False, fast",
+    "ours, early_stop=True, fast encoder": "ours, early_stop=True, fast",
+    "torchattacks PGD, fast encoder": "torchattacks, fast",
+}
+
+
+def attack_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "Linf eps", "PGD (10 steps)", "time s", "samples x steps / s", "ratio", "robust acc"]
+    body = [
+        [
+            row.model.split(" (")[0],
+            row.eps,
+            SHORT_VARIANTS[row.variant],
+            f"{row.seconds:.2f}",
+            f"{row.throughput:.0f}",
+            f"{row.ratio:.2f}x",
+            f"{100 * row.robust_accuracy:.1f}%",
+        ]
+        for row in rows
+        if row.section == "attack"
+    ]
+    return header, body
+
+
+def cost_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "encoder",
+        "batch",
+        "fwd+bwd ms",
+        "fwd ms",
+        "PGD ms",
+        "cost ratio",
+        "fold BN",
+        "channels-last",
+        "fold BN + CL",
+        "PGD fast ms",
+        "cost ratio fast",
+        "PGD fast speedup",
+    ]
+    body = []
+    for row in rows:
+        if row.section != "cost":
+            continue
+        e = row.extra
+        body.append(
+            [
+                row.model.split(" (")[0].replace(" zero-shot", ""),
+                str(e["batch"]),
+                f"{e['fwd+bwd ms']:.0f}",
+                f"{e['fwd ms']:.0f}",
+                f"{e['PGD ms']:.0f}",
+                f"{e['cost ratio']:.3f}",
+                f"{e['fold BN speedup']:.2f}x",
+                f"{e['channels-last speedup']:.2f}x",
+                f"{e['fold BN + channels-last speedup']:.2f}x",
+                f"{e['PGD fast ms']:.0f}",
+                f"{e['cost ratio fast (vs its own fwd+bwd)']:.3f}",
+                f"{e['PGD fast speedup']:.2f}x",
+            ]
+        )
+    return header, body
+
+
+def headline(settings: dict) -> str:
+    return (
+        f"torch {settings['torch']}, {settings['threads']} threads on {settings['cpus']} CPUs, "
+        f"medians of {settings['repeats']} interleaved repeats, batch {settings['batch']} "
+        f"(cost rows {settings['cost batch']}), PGD {STEPS} steps; load average "
+        f"{settings['load before']} -> {settings['load after']}; wall {settings['wall s']} s"
+    )
+
+
+def footer(settings: dict, verdict: dict) -> list[str]:
+    lines = [
+        "fold BN / channels-last / fold BN + CL: forward+backward speedup of that rewrite alone "
+        "(fold BN + CL = optimize_frozen = the 'fast' encoder); one-time cost: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in settings["one-time"].items())
+    ]
+    lines += [f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in verdict.items()]
+    return lines
+
+
+ATTACK_TITLE = "(a, b) PGD throughput on the same model and batch; ratio = throughput / torchattacks' PGD"
+COST_TITLE = f"(c) cost ratio = time of a {STEPS}-step PGD (early_stop=False) / ({STEPS} x one forward+backward)"
+
+
+def _text_columns(header: list[str]) -> int:
+    return 3 if header[0] == "model" else 1
+
+
+def print_rich(rows: list[Row], settings: dict, verdict: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    console.print(headline(settings))
+    for title, (header, body) in ((ATTACK_TITLE, attack_table(rows)), (COST_TITLE, cost_table(rows))):
+        table = Table(title=title)
+        for index, column in enumerate(header):
+            table.add_column(column, justify="left" if index < _text_columns(header) else "right")
+        for line in body:
+            table.add_row(*line)
+        console.print(table)
+    for line in footer(settings, verdict):
+        console.print(line, highlight=False)
+
+
+def print_markdown(rows: list[Row], settings: dict, verdict: dict) -> None:
+    print(headline(settings) + "\n")
+    for title, (header, body) in ((ATTACK_TITLE, attack_table(rows)), (COST_TITLE, cost_table(rows))):
+        print(f"{title}\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" if i < _text_columns(header) else "---:" for i in range(len(header))) + "|")
+        for line in body:
+            print("| " + " | ".join(line) + " |")
+        print()
+    for line in footer(settings, verdict):
+        print(f"- {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 repeats, cost batches of 8, no torchattacks-on-fast-encoder row (about 3 min on 2 idle cores)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of tables")
+    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables (for the README)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per measurement (default 5, quick 3)")
+    parser.add_argument("--batch", type=int, default=32, help="batch of the torchattacks comparison (default 32)")
+    parser.add_argument("--cost-batch", type=int, help="batch of the cost rows (default: --batch; quick 8)")
+    parser.add_argument("--render", metavar="JSON", help="print the tables of a saved --json run instead of measuring")
+    args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as handle:
+            saved = json.load(handle)
+        rows = [Row(**row) for row in saved["rows"]]
+        (print_markdown if args.markdown else print_rich)(rows, saved["settings"], saved["summary"])
+        return 0
+    repeats = args.repeats or (3 if args.quick else 5)
+    cost_batch = args.cost_batch or (8 if args.quick else args.batch)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    if args.threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
+        print(
+            f"warning: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}: spinning OpenMP threads on cores that "
+            "other processes use make each parallel op wait for a descheduled peer (measured: 3.4 s instead "
+            "of 0.14 s per TinyBind forward+backward at load average 2 on 2 cores)",
+            file=sys.stderr,
+        )
+    started = time.perf_counter()
+    attacked, cost_setups, one_time = build(args.batch, cost_batch)
+    rows: list[Row] = []
+    for setup in attacked:
+        for eps in ("4/255", "1/255"):
+            rows += compare_with_torchattacks(setup, eps, repeats, reference_fast=not args.quick)
+            print(f"done: {setup.name}, eps {eps}", file=sys.stderr, flush=True)
+    for setup in cost_setups:
+        rows.append(cost(setup, repeats))
+        print(f"done: cost {setup.name}", file=sys.stderr, flush=True)
+    settings = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "cpus": os.cpu_count(),
+        "repeats": repeats,
+        "batch": args.batch,
+        "cost batch": cost_batch,
+        "steps": STEPS,
+        "quick": args.quick,
+        "load before": load_before,
+        "load after": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "wall s": round(time.perf_counter() - started, 1),
+        "one-time": one_time,
+        "data": {setup.name: setup.note for setup in attacked},
+    }
+    verdict = summary(rows)
+    if args.json:
+        print(json.dumps({"settings": settings, "summary": verdict, "rows": [asdict(r) for r in rows]}, indent=2))
+    elif args.markdown:
+        print_markdown(rows, settings, verdict)
+    else:
+        print_rich(rows, settings, verdict)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -186,7 +186,7 @@ def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[s
     # create_tinybind ships its trunk already optimized; the baseline is the trunk the checkpoint defines
     tinybind.trunk = VisionTrunk(load_pretrained_lite0()).requires_grad_(False).eval()
     start = time.perf_counter()
-    tinybind_fast = _with_parts(tinybind, optimize_frozen)
+    tinybind_fast = _rewritten(tinybind, optimize_frozen)
     one_time["optimize_frozen(tinybind) s"] = time.perf_counter() - start
     benchmark = load_dataset("builtin", split="test", modalities=list(COST_MODALITIES), limit=size)
     for modality in COST_MODALITIES:
@@ -225,7 +225,7 @@ class Row:
     variant: str
     seconds: float
     throughput: float  # samples x nominal steps per second
-    ratio: float  # throughput / torchattacks' throughput on the original encoder
+    ratio: float | None  # throughput / torchattacks' throughput on the original encoder (attack rows)
     robust_accuracy: float
     extra: dict = field(default_factory=dict)
 
@@ -323,8 +323,8 @@ def forward_only(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tensor]:
 
 def cost(setup: Setup, repeats: int, eps: str = "4/255") -> Row:
     """PGD time / (K x forward+backward), plain and on the fast encoder, and what folding buys."""
-    folded = _with_parts(setup.encoder, fold_batch_norms)
-    nhwc = _with_parts(setup.encoder, to_channels_last)
+    folded = _rewritten(setup.encoder, fold_batch_norms)
+    nhwc = _rewritten(setup.encoder, to_channels_last)
     attack = PGD(ThreatModel.linf(eps), objective=setup.objective, steps=STEPS, early_stop=False)
     runners = {
         "fwd+bwd": Warm(forward_backward(setup.encoder, setup)),
@@ -361,18 +361,18 @@ def cost(setup: Setup, repeats: int, eps: str = "4/255") -> Row:
         "ours, early_stop=False",
         seconds["PGD"],
         work / seconds["PGD"],
-        float("nan"),
+        None,
         robust_accuracy(setup, outputs["PGD"]),
         extra,
     )
 
 
-def _with_parts(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
-    """Apply one rewrite alone to a copy of the encoder (both rewrites together: ``optimize_frozen``)."""
-    return rewrite(encoder) if not hasattr(encoder, "_text") else _tinybind_parts(encoder, rewrite)
+def _rewritten(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
+    """``rewrite(encoder)``, a copy; TinyBind's text tower, if loaded, is shared rather than copied."""
+    return rewrite(encoder) if not hasattr(encoder, "_text") else _sharing_text(encoder, rewrite)
 
 
-def _tinybind_parts(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
+def _sharing_text(encoder: Encoder, rewrite: Callable[[nn.Module], nn.Module]) -> Encoder:
     text, encoder._text = encoder._text, None  # the text tower is not attacked: leave it out of the copy
     try:
         result = rewrite(encoder)

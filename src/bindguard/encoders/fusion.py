@@ -12,8 +12,8 @@ while every forward and backward skips one elementwise pass over the activation.
 Storing the convolution weights channels-last (NHWC) lets oneDNN run the convolutions without
 reordering every activation to and from its blocked layout, on the way in and on the way back.
 
-On 2 CPU cores the two together make a TinyBind / EfficientNet-Lite0 forward+backward about 1.5-2x
-faster (``benchmarks/attack_speed.py``; the measured table is in ``benchmarks/README.md``).
+On 2 CPU cores the two together make a TinyBind / EfficientNet-Lite0 forward+backward 1.6-2.5x
+faster (PointNet: 1.2x; ``benchmarks/attack_speed.py``, measured table in ``benchmarks/README.md``).
 
 Usage::
 

@@ -70,7 +70,7 @@ class APGD(Attack):
             passes += self._single_run(
                 forward, self.objective, x[active], spec, context.subset(active), generator, best, active
             )
-        return best.x, passes
+        return best.x, passes, (best.loss, best.success)
 
     def _single_run(
         self,

@@ -96,17 +96,21 @@ class Attack(ABC):
             def forward(inputs: torch.Tensor) -> torch.Tensor:
                 return encoder.encode_unvalidated(modality, inputs, normalize=unit_norm)
 
-            adversarial, passes = self._perturb(forward, clean.clone(), spec, context, generator)
-            with torch.no_grad():
-                embedding = forward(adversarial)
-                loss = self.objective.loss(embedding, context)
-                success = self.objective.success(embedding, context)
+            adversarial, passes, *tracked = self._perturb(forward, clean.clone(), spec, context, generator)
+            if tracked:  # the attack already evaluated its result with this objective: no extra forward
+                loss, success = tracked[0]
+            else:
+                with torch.no_grad():
+                    embedding = forward(adversarial)
+                    loss = self.objective.loss(embedding, context)
+                    success = self.objective.success(embedding, context)
+                passes += clean.shape[0]
         finally:
             for module, training in modes.items():
                 module.training = training
         norms = self.threat.norms(adversarial - clean, spec)
         self._check_budget(norms, adversarial, spec)
-        return AttackResult(adversarial.detach(), success, loss, norms, passes + clean.shape[0])
+        return AttackResult(adversarial.detach(), success, loss, norms, passes)
 
     def _check_budget(self, norms: torch.Tensor, adversarial: torch.Tensor, spec: InputSpec) -> None:
         budget = self.threat.absolute(spec)
@@ -118,8 +122,9 @@ class Attack(ABC):
     @abstractmethod
     def _perturb(
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
-    ) -> tuple[torch.Tensor, int]:
-        """Return (adversarial inputs, number of forward passes spent)."""
+    ) -> tuple:
+        """Return (adversarial inputs, forward passes spent), optionally with a third item
+        (loss, success) of the returned inputs under ``self.objective``, which spares a final forward."""
 
 
 def loss_and_gradient(

@@ -97,4 +97,4 @@ class PGD(Attack):
                 best.update_at(
                     active, clean + delta, self.objective.loss(embedding, sub), self.objective.success(embedding, sub)
                 )
-        return best.x, passes
+        return best.x, passes, (best.loss, best.success)

@@ -51,40 +51,26 @@ def test_rows_report_attack_budget_and_are_below_clean(tinybind, small_benchmark
 def test_interrupted_run_resumes_without_redoing_attacks(
     tinybind, small_benchmark, tmp_path: Path, monkeypatch
 ) -> None:
-    threats = [ThreatModel.linf("2/255")]
-    first = evaluate_robust(
-        tinybind,
-        small_benchmark,
-        threats,
-        modalities=[Modality.IMAGE],
-        settings=QUICK,
-        state_directory=tmp_path,
-        run_config={"model": "tinybind"},
-    )
+    def run(model: str) -> list[dict]:
+        return evaluate_robust(
+            tinybind,
+            small_benchmark,
+            [ThreatModel.linf("2/255")],
+            modalities=[Modality.IMAGE],
+            settings=QUICK,
+            state_directory=tmp_path,
+            run_config={"model": model},
+        )
+
+    first = run("tinybind")
     assert list(tmp_path.glob("image-linf-*.json"))
     calls = []
     original = robust_module._attack_in_batches
     monkeypatch.setattr(robust_module, "_attack_in_batches", lambda *a, **k: calls.append(1) or original(*a, **k))
-    again = evaluate_robust(
-        tinybind,
-        small_benchmark,
-        threats,
-        modalities=[Modality.IMAGE],
-        settings=QUICK,
-        state_directory=tmp_path,
-        run_config={"model": "tinybind"},
-    )
+    again = run("tinybind")
     assert calls == [] and again[0]["top1"] == first[0]["top1"]
     # a different configuration never reuses the saved state
-    evaluate_robust(
-        tinybind,
-        small_benchmark,
-        threats,
-        modalities=[Modality.IMAGE],
-        settings=QUICK,
-        state_directory=tmp_path,
-        run_config={"model": "other"},
-    )
+    run("other")
     assert calls
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bindguard.cli.calibrate import calibrate_command
 from bindguard.cli.report import report_command
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
 
@@ -23,6 +24,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(tinybind_app, name="tinybind")
 app.add_typer(attacks_app, name="attacks")
 app.command("report")(report_command)
+app.command("calibrate")(calibrate_command)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

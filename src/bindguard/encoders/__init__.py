@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bindguard.encoders.base import Encoder
@@ -16,9 +17,20 @@ ENCODERS.register(
 )
 
 
-def create_encoder(name: str, /, **options: Any) -> Encoder:
-    """Build a registered encoder by name, e.g. ``create_encoder("tinybind")``."""
-    return ENCODERS.create(name, **options)
+def create_encoder(name: str, /, *, calibration: str | Path | None = None, **options: Any) -> Encoder:
+    """Build a registered encoder by name, e.g. ``create_encoder("tinybind")``.
+
+    Args:
+        name: registry id (``bindguard models list``).
+        calibration: a folder written by ``bindguard calibrate``; the encoder is returned with it applied.
+        options: passed to the encoder's factory (e.g. ``weights``, ``device``).
+    """
+    encoder = ENCODERS.create(name, **options)
+    if calibration is None:
+        return encoder
+    from bindguard.encoders.calibrated import calibrate_encoder
+
+    return calibrate_encoder(encoder, calibration)
 
 
 def list_encoders(pattern: str = "*") -> list[str]:

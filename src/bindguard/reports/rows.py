@@ -22,6 +22,8 @@ def kind(row: dict) -> str | None:
     task, attack = row.get("task"), row.get("attack", "none")
     if task == "calibration":
         return "calibration"
+    if task == "zero-shot" and row.get("calibration"):
+        return None  # the calibrated model's own robust rows: the calibration table summarises them
     if task == "zero-shot":
         return "clean" if attack == "none" else "robust"
     if task == "retrieval" and attack == "none":

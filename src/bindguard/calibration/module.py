@@ -1,0 +1,120 @@
+"""One modality's calibration: an optional purifier, in-encoder override (LoRA or full) and head.
+
+A method is one part or several joined with "+", applied in data-flow order:
+``purifier`` (raw input) -> ``lora`` or ``finetune`` (weights inside the frozen encoder) ->
+``head`` or ``residual-head`` (embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from bindguard.calibration.heads import LinearHead, ResidualHead
+from bindguard.calibration.lowrank import FullOverride, LowRankAdapter
+from bindguard.calibration.purifiers import Purifier
+from bindguard.errors import ConfigError, UnknownNameError
+
+PARTS = ("purifier", "lora", "finetune", "head", "residual-head")
+FORMAT = "bindguard-calibration/1"
+DEFAULT_OPTIONS = {"rank": 4, "hidden": 256, "width": 16, "noise": 0.0, "small": True}
+SMALL_TENSOR = 20_000  # LoRA also updates tensors up to this size in full: biases, depthwise kernels
+
+
+def parse_method(method: str) -> tuple[str, ...]:
+    """``"purifier+lora"`` -> ("purifier", "lora"), checked and in data-flow order."""
+    parts = [part.strip().lower() for part in method.split("+") if part.strip()]
+    if not parts:
+        raise ConfigError("--method is empty; choose from: " + ", ".join(PARTS) + " (joined with + to combine)")
+    for part in parts:
+        if part not in PARTS:
+            import difflib
+
+            close = difflib.get_close_matches(part, PARTS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UnknownNameError(f"unknown calibration method {part!r}; {hint}allowed: {', '.join(PARTS)}")
+    if "lora" in parts and "finetune" in parts or "head" in parts and "residual-head" in parts:
+        raise ConfigError(f"--method {method!r} combines two parts of the same kind; keep one")
+    return tuple(part for part in PARTS if part in parts)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """What ``config.json`` records about one modality's calibration."""
+
+    modality: str
+    method: str
+    objective: str
+    threat: dict
+    options: dict = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+    recipe: dict = field(default_factory=dict)
+    trainable_parameters: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Calibration(nn.Module):
+    """The trainable modules of one modality.
+
+    Args:
+        config: method and sizes.
+        shape, layout, domain: the modality's raw-input spec (for the purifier).
+        embed_dim: the shared embedding size (for the head).
+        tower: ``{name: tensor}`` of the frozen encoder's parameters this modality uses (for LoRA
+            and fine-tuning); LoRA adapts the 2-D and 1x1-convolution weights among them.
+    """
+
+    def __init__(
+        self,
+        config: CalibrationConfig,
+        *,
+        shape: tuple[int, ...],
+        layout: str,
+        domain: tuple[float, float],
+        embed_dim: int,
+        tower: dict[str, torch.Tensor],
+    ):
+        super().__init__()
+        self.config = config
+        parts = parse_method(config.method)
+        options = DEFAULT_OPTIONS | dict(config.options)
+        self.purifier = (
+            Purifier(layout, shape, domain, width=int(options["width"]), noise=float(options["noise"]))
+            if "purifier" in parts
+            else None
+        )
+        self.override: nn.Module | None = None
+        if "lora" in parts:
+            targets = {name: tuple(t.shape) for name, t in tower.items() if adaptable(name, t)}
+            if not targets:
+                raise ConfigError(f"the {config.modality} tower has no linear or 1x1 convolution weights for LoRA")
+            small = {
+                name: tuple(t.shape)
+                for name, t in tower.items()
+                if name not in targets and t.is_floating_point() and t.numel() <= SMALL_TENSOR
+            }
+            self.override = LowRankAdapter(
+                targets, rank=int(options["rank"]), small=small if options["small"] else None
+            )
+        elif "finetune" in parts:
+            self.override = FullOverride({name: t for name, t in tower.items() if t.is_floating_point()})
+        self.head: nn.Module | None = None
+        if "head" in parts:
+            self.head = LinearHead(embed_dim)
+        elif "residual-head" in parts:
+            self.head = ResidualHead(embed_dim, hidden=int(options["hidden"]))
+
+    @property
+    def randomized(self) -> bool:
+        return self.purifier is not None and self.purifier.randomized
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def adaptable(name: str, tensor: torch.Tensor) -> bool:
+    """Weights LoRA adapts: linear (out, in) and pointwise convolutions (out, in, 1[, 1])."""
+    return name.endswith("weight") and tensor.dim() >= 2 and all(size == 1 for size in tensor.shape[2:])

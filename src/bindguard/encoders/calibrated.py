@@ -1,0 +1,179 @@
+"""A calibrated encoder: the frozen base encoder with per-modality calibration modules around it.
+
+It is an ``Encoder`` like any other, so every attack and evaluation runs on it unchanged, end to
+end through purifier, adapters and head (adaptive attacks). Text is never calibrated: the
+semantic centers stay the base encoder's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from bindguard._types import Modality
+from bindguard.calibration import Calibration, CalibrationConfig, read_calibrations, write_calibrations
+from bindguard.encoders.base import Encoder
+from bindguard.errors import DataError
+from bindguard.modalities import InputSpec
+
+
+class _Embedder(nn.Module):
+    """Calls the base encoder's ``_embed`` as a module forward, so ``functional_call`` can swap weights."""
+
+    def __init__(self, base: Encoder):
+        super().__init__()
+        self.base = base
+
+    def forward(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        return self.base._embed(modality, x)
+
+
+def encoder_parameters(encoder: Encoder) -> int:
+    """All parameters of the encoder, text tower included (the 1% budget is relative to this)."""
+    text = getattr(encoder, "text_tower", None)  # towers built lazily are built here, to be counted
+    count = sum(p.numel() for p in encoder.parameters())
+    if isinstance(text, nn.Module) and not any(text is m for m in encoder.modules()):
+        count += sum(p.numel() for p in text.parameters())
+    return count
+
+
+def tower_parameters(encoder: Encoder, modality: Modality) -> dict[str, torch.Tensor]:
+    """``{name: parameter}`` of the base encoder that one modality's embedding depends on.
+
+    Found by autograd on a probe batch, so it works for any encoder: shared trunks count for every
+    modality that goes through them.
+    """
+    spec = encoder.input_spec(modality)
+    low, high = spec.domain
+    probe = torch.full((2, *spec.shape), (low + high) / 2) + 0.01 * torch.randn(2, *spec.shape)
+    probe = spec.project(probe.clamp(low, high)).to(next(encoder.parameters()).device)
+    named = [(n, p) for n, p in encoder.named_parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for _, p in named]
+    training = encoder.training
+    try:
+        encoder.eval()
+        for _, parameter in named:
+            parameter.requires_grad_(True)
+        with torch.enable_grad():
+            output = encoder._embed(modality, probe)
+            gradients = torch.autograd.grad(output.square().sum(), [p for _, p in named], allow_unused=True)
+    finally:
+        for (_, parameter), flag in zip(named, flags, strict=True):
+            parameter.requires_grad_(flag)
+        encoder.train(training)
+    return {
+        name: parameter for (name, parameter), gradient in zip(named, gradients, strict=True) if gradient is not None
+    }
+
+
+def build_calibration(encoder: Encoder, config: CalibrationConfig) -> Calibration:
+    """Fresh (identity-initialised) calibration modules of ``config`` for one modality of ``encoder``."""
+    modality = encoder.check_modality(config.modality)
+    spec = encoder.input_spec(modality)
+    tower = tower_parameters(encoder, modality)
+    return Calibration(
+        config,
+        shape=spec.shape,
+        layout=spec.layout,
+        domain=spec.domain,
+        embed_dim=encoder.embed_dim,
+        tower={name: t.detach() for name, t in tower.items()},
+    ).to(next(encoder.parameters()).device)
+
+
+class CalibratedEncoder(Encoder):
+    """``base`` with ``{modality: Calibration}``; uncalibrated modalities pass through unchanged."""
+
+    def __init__(self, base: Encoder, calibrations: dict[Modality, Calibration]):
+        super().__init__()
+        self.base = base
+        self.name = base.name
+        self.text_identity = getattr(base, "text_identity", base.name)  # same text tower, same centers
+        self.modalities = base.modalities
+        self.embed_dim = base.embed_dim
+        self.calibrations = nn.ModuleDict({Modality.parse(m).value: c for m, c in calibrations.items()})
+        self._embedder = _Embedder(base)
+
+    def input_spec(self, modality: Modality) -> InputSpec:
+        return self.base.input_spec(modality)
+
+    @property
+    def randomized(self) -> bool:
+        return any(c.randomized for c in self.calibrations.values())
+
+    def _embed(self, modality: Modality, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
+        calibrations = self.calibrations  # an nn.ModuleDict, which has no .get
+        calibration = calibrations[modality.value] if modality.value in calibrations else None  # noqa: SIM401
+        if calibration is None:
+            return self.base._embed(modality, x)
+        if calibration.purifier is not None:
+            x = calibration.purifier(x)
+        if calibration.override is not None:
+            adapted = _prefixed(calibration.override, dict(self._embedder.named_parameters()))
+            embedding = functional_call(self._embedder, adapted, (modality, x))
+        else:
+            embedding = self.base._embed(modality, x)
+        return calibration.head(embedding) if calibration.head is not None else embedding
+
+    def save_pretrained(self, directory: Path) -> Path:
+        """Write the calibrations as ``config.json`` + ``model.safetensors`` (see ``from_pretrained``)."""
+        return write_calibrations(
+            directory,
+            encoder=self.name,
+            embed_dim=self.embed_dim,
+            encoder_parameters=encoder_parameters(self.base),
+            modules=dict(self.calibrations.items()),
+        )
+
+    @classmethod
+    def from_pretrained(cls, base: Encoder, directory: Path) -> CalibratedEncoder:
+        """Load a calibration folder onto ``base``, checking that it was made for this encoder.
+
+        Raises:
+            DataError: for a folder of another encoder, embedding size or modality set, and for
+                missing, pickled, corrupt or tampered files.
+        """
+        header, configs, tensors = read_calibrations(directory)
+        if header["encoder"] != base.name:
+            raise DataError(
+                f"calibration {directory} was made for encoder {header['encoder']!r}, not {base.name!r}; "
+                f"fix: use --model {header['encoder']} or calibrate {base.name}"
+            )
+        if header["embed_dim"] != base.embed_dim:
+            raise DataError(
+                f"calibration {directory} is for {header['embed_dim']}-d embeddings; {base.name} has {base.embed_dim}"
+            )
+        calibrations = {}
+        for modality, config in configs.items():
+            if Modality.parse(modality) not in base.modalities:
+                raise DataError(f"calibration {directory} has a {modality!r} part, but {base.name} has no such tower")
+            module = build_calibration(base, config)
+            prefix = f"{modality}."
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            expected = module.state_dict()
+            missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+            if missing or unexpected or wrong:
+                raise DataError(
+                    f"calibration {directory} does not fit {base.name} {modality} (missing {missing[:2]}, "
+                    f"unexpected {unexpected[:2]}, wrong shape {wrong[:2]}); fix: calibrate again for this encoder"
+                )
+            module.load_state_dict(state)
+            module.requires_grad_(False)
+            calibrations[Modality.parse(modality)] = module.eval()
+        return cls(base, calibrations)
+
+
+def _prefixed(override: nn.Module, originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The override's replacement tensors, keyed as parameters of the ``_Embedder`` (``base.`` prefix)."""
+    plain = {name[len("base.") :]: value for name, value in originals.items()}
+    return {f"base.{name}": value for name, value in override.overrides(plain).items()}
+
+
+def calibrate_encoder(base: Encoder, directory: str | Path) -> CalibratedEncoder:
+    """``create_encoder(name, calibration=DIR)``: the base encoder with a saved calibration applied."""
+    return CalibratedEncoder.from_pretrained(base, Path(directory))

@@ -1,0 +1,93 @@
+"""Training losses of calibration: what the calibrated embedding should do on adversarial inputs.
+
+Notation: z(x) is the calibrated unit-norm embedding, f(x) the frozen original one (uncalibrated
+encoder, clean input), c_k the frozen semantic centers, s a logit scale, x' the adversarial input.
+
+    ce        L = -log softmax_k(s <z(x'), c_k>)_y                      fixed-center CE (TeCoA)
+    l2        L = ||z(x') - f(x)||^2                                    clean-to-adversarial alignment (FARE)
+    infonce   L = -log softmax_j(<z(x'_i), f(x_j)> / tau)_i            clean-adversarial InfoNCE over the batch
+    clean     L = -log softmax_k(s <z(x), c_k>)_y                      no adversarial examples (baseline)
+
+and the modality-consistency regulariser, on clean inputs, added with weight ``reg``:
+
+    R = -log softmax_k(s <z(x), c_k>)_y + ||z(x) - f(x)||^2
+
+Its first term keeps the clean embedding aligned with the text centers, the second with the
+original space that the other modalities are bound to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bindguard.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class CalibrationBatch:
+    """One training batch, all embeddings unit-norm.
+
+    Attributes:
+        adversarial: (B, D) z(x'), or None for the ``clean`` objective.
+        clean: (B, D) z(x).
+        frozen: (B, D) f(x).
+        centers: (C, D) semantic centers.
+        labels: (B,) classes.
+    """
+
+    adversarial: torch.Tensor | None
+    clean: torch.Tensor
+    frozen: torch.Tensor
+    centers: torch.Tensor
+    labels: torch.Tensor
+
+
+def fixed_center_ce(embedding: torch.Tensor, batch: CalibrationBatch, scale: float) -> torch.Tensor:
+    return F.cross_entropy(scale * embedding @ batch.centers.T, batch.labels)
+
+
+def alignment_l2(embedding: torch.Tensor, batch: CalibrationBatch) -> torch.Tensor:
+    return (embedding - batch.frozen).square().sum(-1).mean()
+
+
+def clean_adversarial_infonce(embedding: torch.Tensor, batch: CalibrationBatch, temperature: float) -> torch.Tensor:
+    logits = embedding @ batch.frozen.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(embedding), device=embedding.device))
+
+
+def consistency(batch: CalibrationBatch, scale: float) -> torch.Tensor:
+    return fixed_center_ce(batch.clean, batch, scale) + alignment_l2(batch.clean, batch)
+
+
+# objective -> (uses adversarial examples, what the inner attack maximises)
+OBJECTIVES = {"ce": (True, "ce"), "l2": (True, "embed"), "infonce": (True, "embed"), "clean": (False, None)}
+
+
+def check_objective(name: str) -> str:
+    if name not in OBJECTIVES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownNameError(f"unknown calibration objective {name!r}; {hint}allowed: {', '.join(OBJECTIVES)}")
+    return name
+
+
+def calibration_loss(
+    name: str, batch: CalibrationBatch, *, reg: float, scale: float = 30.0, temperature: float = 0.1
+) -> torch.Tensor:
+    """The objective ``name`` plus ``reg`` times the consistency regulariser (see the module docstring)."""
+    if name == "clean":
+        main = fixed_center_ce(batch.clean, batch, scale)
+    elif name == "ce":
+        main = fixed_center_ce(batch.adversarial, batch, scale)
+    elif name == "l2":
+        main = alignment_l2(batch.adversarial, batch)
+    elif name == "infonce":
+        main = clean_adversarial_infonce(batch.adversarial, batch, temperature)
+    else:
+        check_objective(name)
+    return main + reg * consistency(batch, scale) if reg else main

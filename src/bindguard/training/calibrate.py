@@ -1,0 +1,373 @@
+"""Fit one modality's calibration on adversarial examples, backbone weights and semantic centers frozen.
+
+Adversarial examples are made on the fly by PGD within the recipe's threat model, maximising
+the objective's inner loss (zero-shot CE for ``ce``, embedding distortion for ``l2``/``infonce``):
+
+- ``static``: against the frozen, uncalibrated encoder, once, then reused every epoch (cheap;
+  for head-only methods the frozen embeddings are cached too, so training costs seconds);
+- ``adaptive``: against the current calibrated model at every step (min-max adversarial training).
+
+Training is deterministic for a recipe and seed; a checkpoint is written after every epoch, and
+a run resumed from it ends with the same calibration as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from bindguard._io import atomic_write_bytes
+from bindguard._types import Modality
+from bindguard.attacks import ThreatModel
+from bindguard.attacks.pgd import PGD
+from bindguard.calibration import Calibration, CalibrationConfig, parse_method, read_calibrations, write_calibrations
+from bindguard.data import Benchmark
+from bindguard.encoders import Encoder
+from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, encoder_parameters
+from bindguard.encoders.centers import semantic_centers
+from bindguard.errors import ConfigError, DataError
+from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
+from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss, check_objective
+
+Progress = Callable[[str, int, int], None]
+MODES = ("adaptive", "static")
+CHECKPOINT_FORMAT = "bindguard-calibration-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class CalibrationRecipe:
+    """How to calibrate; recorded in the calibration's ``config.json``.
+
+    Attributes:
+        method: parts joined by "+" (``bindguard.calibration.PARTS``).
+        objective: ``ce``, ``l2``, ``infonce`` or ``clean`` (see ``objectives/calibration.py``).
+        mode: ``adaptive`` (attack the current calibrated model) or ``static`` (the frozen one).
+        norm, eps: the training threat model (eps relative to the domain's range).
+        attack_steps: PGD steps per adversarial example; step size 2.5 eps / steps.
+        epochs, batch_size, learning_rate, weight_decay: AdamW with a cosine decay.
+        reg: weight of the modality-consistency regulariser.
+        logit_scale, temperature: of the CE and InfoNCE losses.
+        options: method sizes (``rank``, ``hidden``, ``width``, ``noise``).
+        seed: seeds the data order, the attacks and the initialisation.
+    """
+
+    method: str = "purifier+lora"
+    objective: str = "ce"
+    mode: str = "adaptive"
+    norm: str = "linf"
+    eps: str = "4/255"
+    attack_steps: int = 3
+    epochs: int = 4
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    reg: float = 1.0
+    logit_scale: float = 30.0
+    temperature: float = 0.1
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+
+    def check(self) -> None:
+        parse_method(self.method)
+        check_objective(self.objective)
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown calibration mode {self.mode!r}; allowed: {', '.join(MODES)}")
+        if self.epochs < 1 or self.batch_size < 2 or self.attack_steps < 1:
+            raise ConfigError("epochs and attack steps must be at least 1 and the batch size at least 2")
+        if not self.learning_rate > 0 or self.reg < 0:
+            raise ConfigError("the learning rate must be > 0 and --reg >= 0")
+        ThreatModel.parse(self.norm, self.eps)
+
+    @property
+    def threat(self) -> ThreatModel:
+        return ThreatModel.parse(self.norm, self.eps)
+
+
+@dataclass
+class CalibrationOutcome:
+    calibration: Calibration
+    seconds: float
+    losses: list[float]
+
+
+def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
+    inner = ZeroShotCE() if OBJECTIVES[recipe.objective][1] == "ce" else EmbeddingDistortion()
+    steps = recipe.attack_steps
+    return PGD(
+        recipe.threat,
+        objective=inner,
+        steps=steps,
+        step_size=2.5 * recipe.threat.eps / steps,
+        early_stop=False,  # training wants the strongest example in the ball, not the first success
+        seed=recipe.seed * 1_000_003 + step,
+    )
+
+
+@torch.no_grad()
+def _embed(encoder: Encoder, modality: Modality, x: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
+    return torch.cat(
+        [encoder.encode_unvalidated(modality, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    )
+
+
+def _raw_embed(encoder: Encoder, modality: Modality, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Unnormalised embeddings, the input of a post-encoder head."""
+    return torch.cat([encoder._embed(modality, x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _static_examples(
+    base: Encoder,
+    modality: Modality,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    centers: torch.Tensor,
+    frozen: torch.Tensor,
+    recipe: CalibrationRecipe,
+    report: Progress,
+) -> torch.Tensor:
+    adversarial = []
+    batches = math.ceil(len(x) / recipe.batch_size)
+    for number in range(batches):
+        report(f"{modality.value} static examples", number, batches)
+        index = torch.arange(number * recipe.batch_size, min((number + 1) * recipe.batch_size, len(x)))
+        context = ObjectiveContext(
+            labels=labels[index], centers=centers, clean=frozen[index], logit_scale=recipe.logit_scale
+        )
+        adversarial.append(_attack(recipe, number).run(base, modality, x[index], context).adversarial)
+    return torch.cat(adversarial)
+
+
+def _learning_rate(recipe: CalibrationRecipe, step: int, total: int) -> float:
+    return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _save_checkpoint(
+    path: Path,
+    calibration: Calibration,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    recipe: dict,
+    losses: list[float],
+) -> None:
+    state = optimizer.state_dict()
+    tensors = {f"calibration.{k}": v.detach().contiguous() for k, v in calibration.state_dict().items()}
+    for index, values in state["state"].items():
+        tensors |= {f"optimizer.{index}.{k}": v.detach().contiguous() for k, v in values.items()}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": str(epoch),
+        "recipe": json.dumps(recipe, sort_keys=True),
+        "param_groups": json.dumps(state["param_groups"]),
+        "losses": json.dumps(losses),
+    }
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def _load_checkpoint(
+    path: Path, calibration: Calibration, optimizer: torch.optim.Optimizer, recipe: dict
+) -> tuple[int, list[float]]:
+    """Restore a checkpoint; returns (epochs done, losses so far)."""
+    try:
+        blob = path.read_bytes()
+        tensors = load(blob)
+        header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+        metadata = header.get("__metadata__", {})
+    except (OSError, SafetensorError, ValueError) as error:
+        raise DataError(f"calibration checkpoint {path} is corrupt ({error}); fix: delete it to start over") from error
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path} is not a calibration checkpoint; fix: delete it or choose another --out folder")
+    if json.loads(metadata["recipe"]) != json.loads(json.dumps(recipe, sort_keys=True)):
+        raise ConfigError(
+            f"the checkpoint {path} was made with another recipe; fix: rerun with the same options, "
+            "or choose another --out folder"
+        )
+    calibration.load_state_dict(
+        {k[len("calibration.") :]: v for k, v in tensors.items() if k.startswith("calibration.")}
+    )
+    optimizer_state: dict = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(optimizer_state)
+    return int(metadata["epoch"]), json.loads(metadata["losses"])
+
+
+def calibrate_modality(
+    base: Encoder,
+    modality: Modality,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    centers: torch.Tensor,
+    recipe: CalibrationRecipe,
+    *,
+    checkpoint: Path | None = None,
+    progress: Progress | None = None,
+) -> CalibrationOutcome:
+    """Train one modality's calibration of the frozen ``base``.
+
+    Args:
+        base: the frozen encoder (its weights are never changed).
+        modality: the tower to calibrate.
+        x, labels: raw training inputs and classes (a train split, not the evaluation split).
+        centers: (C, D) frozen semantic centers of the classes.
+        recipe: method, objective, mode, threat and optimisation settings.
+        checkpoint: a file to save after each epoch and resume from.
+        progress: optional ``callback(stage, done, total)``.
+
+    Returns:
+        The trained calibration (eval mode, frozen), its wall time and per-epoch mean losses.
+    """
+    recipe.check()
+    report = progress or (lambda stage, done, total: None)
+    started = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    recipe_record = asdict(recipe) | {"modality": modality.value, "n": len(x)}
+    config = CalibrationConfig(
+        modality=modality.value,
+        method="+".join(parse_method(recipe.method)),
+        objective=recipe.objective,
+        threat={"norm": recipe.threat.norm, "eps": recipe.threat.eps},
+        options=dict(recipe.options),
+        recipe=recipe_record,
+    )
+    calibration = build_calibration(base, config)
+    calibration.requires_grad_(True)
+    calibration.train()
+    model = CalibratedEncoder(base, {modality: calibration})
+    optimizer = torch.optim.AdamW(calibration.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    frozen = _embed(base, modality, x)
+    uses_attack = OBJECTIVES[recipe.objective][0]
+    head_only = calibration.purifier is None and calibration.override is None
+    epochs_done, losses = 0, []
+    if checkpoint is not None and checkpoint.is_file():
+        epochs_done, losses = _load_checkpoint(checkpoint, calibration, optimizer, recipe_record)
+
+    cached = None
+    if epochs_done < recipe.epochs and uses_attack and recipe.mode == "static":
+        cached = _static_examples(base, modality, x, labels, centers, frozen, recipe, report)
+    features = None
+    if epochs_done < recipe.epochs and head_only and (cached is not None or not uses_attack):
+        # the head is the only trainable part and its inputs never change: embed them once
+        with torch.no_grad():
+            features = (
+                _raw_embed(base, modality, cached) if cached is not None else None,
+                _raw_embed(base, modality, x),
+            )
+
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    for epoch in range(epochs_done, recipe.epochs):
+        report(f"{modality.value} calibrate", epoch, recipe.epochs)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
+        epoch_loss = 0.0
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            batch_x, batch_labels, batch_frozen = x[index], labels[index], frozen[index]
+            if features is not None:
+                adversarial_raw, clean_raw = features
+                pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
+                embedded = F.normalize(calibration.head(torch.cat(pieces)), dim=-1)
+            else:
+                inputs = [batch_x]
+                if uses_attack and cached is not None:
+                    inputs.append(cached[index])
+                elif uses_attack:
+                    context = ObjectiveContext(
+                        labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=recipe.logit_scale
+                    )
+                    inputs.append(_attack(recipe, global_step).run(model, modality, batch_x, context).adversarial)
+                embedded = model.encode_unvalidated(modality, torch.cat(inputs))
+            clean, adversarial = embedded[: len(index)], (embedded[len(index) :] if uses_attack else None)
+            loss = calibration_loss(
+                recipe.objective,
+                CalibrationBatch(adversarial, clean, batch_frozen, centers, batch_labels),
+                reg=recipe.reg,
+                scale=recipe.logit_scale,
+                temperature=recipe.temperature,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(recipe, global_step, total)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * len(index)
+        losses.append(epoch_loss / len(x))
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
+    report(f"{modality.value} calibrate", recipe.epochs, recipe.epochs)
+    calibration.requires_grad_(False)
+    calibration.eval()
+    seconds = time.perf_counter() - started
+    trainable = calibration.trainable_parameters()
+    calibration.config = CalibrationConfig(
+        **(
+            config.to_json()
+            | {
+                "trainable_parameters": trainable,
+                "recipe": recipe_record
+                | {"train_seconds": round(seconds, 1), "trainable_fraction": trainable / encoder_parameters(base)},
+            }
+        )
+    )
+    return CalibrationOutcome(calibration, seconds, losses)
+
+
+def calibrate_modalities(
+    base: Encoder,
+    train: Benchmark,
+    modalities: list[Modality],
+    recipe: CalibrationRecipe,
+    out: Path,
+    *,
+    progress: Progress | None = None,
+) -> CalibratedEncoder:
+    """Calibrate several modalities into the folder ``out``, one after another.
+
+    Each finished modality is saved at once (``config.json`` + ``model.safetensors``), so an
+    interrupted run keeps it; a modality already in ``out`` with the same recipe is not retrained,
+    and one interrupted mid-way resumes from ``out/checkpoints/<modality>.safetensors``.
+    """
+    out = Path(out)
+    done: dict[str, CalibrationConfig] = {}
+    if (out / "config.json").is_file():
+        header, done, _ = read_calibrations(out)
+        if header["encoder"] != base.name or header["embed_dim"] != base.embed_dim:
+            raise DataError(
+                f"{out} holds a calibration of {header['encoder']!r}, not {base.name!r}; fix: choose another --out folder"
+            )
+    for modality in modalities:
+        data = train.data[modality]
+        centers = semantic_centers(base, train.class_names, train.templates[modality])
+        previous = done.get(modality.value)
+        wanted = asdict(recipe) | {"modality": modality.value, "n": len(data)}
+        if previous is not None and {k: previous.recipe.get(k) for k in wanted} == wanted:
+            continue  # finished before an interruption
+        checkpoint = out / "checkpoints" / f"{modality.value}.safetensors"
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        outcome = calibrate_modality(
+            base, modality, data.inputs, data.labels, centers, recipe, checkpoint=checkpoint, progress=progress
+        )
+        write_calibrations(
+            out,
+            encoder=base.name,
+            embed_dim=base.embed_dim,
+            encoder_parameters=encoder_parameters(base),
+            modules={modality.value: outcome.calibration},
+        )
+        checkpoint.unlink(missing_ok=True)
+    calibrated = CalibratedEncoder.from_pretrained(base, out)
+    calibrated.calibrations = torch.nn.ModuleDict(
+        {m: c for m, c in calibrated.calibrations.items() if Modality(m) in modalities}
+    )
+    return calibrated

@@ -1,0 +1,247 @@
+"""Calibration: identity at init, the parameter budget, frozen backbone, deterministic resume,
+safe loading, and evaluation through the calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bindguard._types import Modality
+from bindguard.calibration import PARTS, CalibrationConfig, parse_method, read_calibrations
+from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, encoder_parameters, tower_parameters
+from bindguard.errors import ConfigError, DataError, UnknownNameError
+from bindguard.training.calibrate import CalibrationRecipe, calibrate_modality
+
+LIGHT_PARTS = ("head", "residual-head", "lora", "purifier")
+
+
+def config(modality: str, method: str, **options) -> CalibrationConfig:
+    return CalibrationConfig(modality=modality, method=method, objective="ce", threat={}, options=options)
+
+
+def batch(benchmark, modality: Modality, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    data = benchmark.data[modality]
+    return data.inputs[:count], data.labels[:count]
+
+
+@pytest.mark.parametrize("method", [*PARTS, "purifier+lora+head"])
+@pytest.mark.parametrize("modality", ["image", "video", "audio", "point", "depth", "thermal"])
+def test_calibration_starts_as_the_original(tinybind, test_benchmark, modality: str, method: str) -> None:
+    x, _ = batch(test_benchmark, Modality(modality))
+    calibrated = CalibratedEncoder(
+        tinybind, {Modality(modality): build_calibration(tinybind, config(modality, method))}
+    )
+    with torch.no_grad():
+        before = tinybind.encode_modality(modality, x)
+        after = calibrated.encode_modality(modality, x)
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", LIGHT_PARTS)
+def test_light_methods_train_under_one_percent(tinybind, method: str) -> None:
+    total = encoder_parameters(tinybind)
+    assert total > 25_000_000  # the text tower counts: it is part of the encoder
+    for modality in ("image", "video", "audio", "point", "depth", "thermal"):
+        calibration = build_calibration(tinybind, config(modality, method))
+        assert 0 < calibration.trainable_parameters() < 0.01 * total, (modality, method)
+
+
+def test_tower_parameters_follow_the_modality(tinybind) -> None:
+    image = tower_parameters(tinybind, Modality.IMAGE)
+    point = tower_parameters(tinybind, Modality.POINT)
+    assert any(name.startswith("trunk.") for name in image) and any(name.startswith("heads.image.") for name in image)
+    assert not any(name.startswith("heads.audio.") for name in image)
+    assert all(name.startswith("point_net.") for name in point)
+
+
+def test_method_parsing() -> None:
+    assert parse_method("head+purifier") == ("purifier", "head")
+    with pytest.raises(UnknownNameError, match="did you mean 'purifier'"):
+        parse_method("purifer")
+    with pytest.raises(ConfigError):
+        parse_method("lora+finetune")
+    with pytest.raises(UnknownNameError):
+        CalibrationRecipe(objective="nope").check()
+    with pytest.raises(ConfigError):
+        CalibrationRecipe(mode="sometimes").check()
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _train(tinybind, test_benchmark, recipe: CalibrationRecipe, **kwargs):
+    data = test_benchmark.data[Modality.POINT]
+    from bindguard.encoders.centers import semantic_centers
+
+    centers = semantic_centers(tinybind, test_benchmark.class_names, test_benchmark.templates[Modality.POINT])
+    return calibrate_modality(tinybind, Modality.POINT, data.inputs[:48], data.labels[:48], centers, recipe, **kwargs)
+
+
+QUICK = dict(method="lora+head", epochs=2, batch_size=16, attack_steps=1, eps="8/255")
+
+
+@pytest.mark.parametrize("objective", ["ce", "l2", "infonce", "clean"])
+def test_training_leaves_the_backbone_alone_and_moves_the_calibration(tinybind, test_benchmark, objective: str) -> None:
+    before = _snapshot(tinybind)
+    outcome = _train(tinybind, test_benchmark, CalibrationRecipe(objective=objective, **QUICK))
+    after = _snapshot(tinybind)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in tinybind.parameters())
+    assert len(outcome.losses) == 2 and all(torch.isfinite(torch.tensor(outcome.losses)))
+    moved = [p for p in outcome.calibration.head.parameters() if p.abs().sum() > 0]
+    assert torch.norm(outcome.calibration.head.linear.weight - torch.eye(tinybind.embed_dim)) > 0
+    assert moved and outcome.calibration.config.trainable_parameters == outcome.calibration.trainable_parameters()
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive"])
+def test_interrupted_training_resumes_to_the_same_result(tinybind, test_benchmark, tmp_path: Path, mode: str) -> None:
+    recipe = CalibrationRecipe(mode=mode, **QUICK)
+    whole = _train(tinybind, test_benchmark, recipe).calibration.state_dict()
+
+    def stop_in_second_epoch(stage: str, done: int, total: int) -> None:
+        if stage.endswith("calibrate") and done == 1 and total == 2:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "point.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint, progress=stop_in_second_epoch)
+    assert checkpoint.is_file()
+    resumed = _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint).calibration.state_dict()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    with pytest.raises(ConfigError, match="another recipe"):
+        _train(tinybind, test_benchmark, CalibrationRecipe(mode=mode, **(QUICK | {"epochs": 3})), checkpoint=checkpoint)
+
+
+@pytest.fixture(scope="module")
+def saved(tinybind, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("calibration")
+    calibrations = {}
+    for modality, method in (("image", "purifier+lora"), ("point", "residual-head")):
+        calibration = build_calibration(tinybind, config(modality, method))
+        with torch.no_grad():  # move away from the identity, so a load that silently fails shows
+            for parameter in calibration.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        calibrations[Modality(modality)] = calibration
+    CalibratedEncoder(tinybind, calibrations).save_pretrained(directory)
+    return directory
+
+
+def test_save_and_load_round_trip(tinybind, test_benchmark, saved: Path) -> None:
+    from bindguard.encoders import create_encoder
+
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
+    config_json = json.loads((saved / "config.json").read_text())
+    assert config_json["encoder"] == "tinybind" and set(config_json["modalities"]) == {"image", "point"}
+    loaded = create_encoder("tinybind", calibration=saved)
+    again = CalibratedEncoder.from_pretrained(tinybind, saved)
+    for modality in (Modality.IMAGE, Modality.POINT):
+        x, _ = batch(test_benchmark, modality)
+        with torch.no_grad():
+            assert torch.equal(loaded.encode_modality(modality, x), again.encode_modality(modality, x))
+            assert not torch.allclose(loaded.encode_modality(modality, x), tinybind.encode_modality(modality, x))
+    x, _ = batch(test_benchmark, Modality.AUDIO)  # uncalibrated modalities pass through
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_modality("audio", x), tinybind.encode_modality("audio", x))
+
+
+def _copy(saved: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    target.mkdir()
+    for path in saved.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def _edit_config(directory: Path, **changes) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: _edit_config(d, encoder="imagebind"), "made for encoder 'imagebind'"),
+        (lambda d: _edit_config(d, embed_dim=1024), "1024-d"),
+        (lambda d: _edit_config(d, format="something-else"), "not a bindguard calibration"),
+        (lambda d: (d / "config.json").write_text("{not json"), "corrupt"),
+        (lambda d: (d / "config.json").unlink(), "no config.json"),
+        (
+            lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-9] + b"tampered!"),
+            "checksum",
+        ),
+        (lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 16), "checksum"),
+    ],
+)
+def test_damaged_or_foreign_calibrations_are_refused(tinybind, saved, tmp_path, damage, message) -> None:
+    directory = _copy(saved, tmp_path)
+    damage(directory)
+    with pytest.raises(DataError, match=message):
+        CalibratedEncoder.from_pretrained(tinybind, directory)
+
+
+def test_a_calibration_for_another_modality_set_is_refused(tinybind, saved, tmp_path) -> None:
+    directory = _copy(saved, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    config["modalities"]["image"]["options"] = {"rank": 8}  # tensors no longer fit what the config builds
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match="does not fit"):
+        CalibratedEncoder.from_pretrained(tinybind, directory)
+
+
+def test_pickled_checkpoints_are_refused_never_loaded(tinybind, tmp_path) -> None:
+    directory = tmp_path / "pickled"
+    directory.mkdir()
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"head": Payload()}, directory / "model.pt")
+    with pytest.raises(DataError, match="pickled checkpoint"):
+        CalibratedEncoder.from_pretrained(tinybind, directory)
+    assert not marker.exists()
+
+
+def test_writing_into_a_foreign_folder_overwrites_nothing(tinybind, saved, tmp_path) -> None:
+    from bindguard.calibration import write_calibrations
+
+    directory = _copy(saved, tmp_path)
+    _edit_config(directory, encoder="imagebind")
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    with pytest.raises(DataError):
+        write_calibrations(directory, encoder="tinybind", embed_dim=384, encoder_parameters=1, modules={})
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+
+
+def test_attacks_go_through_the_calibration(tinybind, test_benchmark, saved) -> None:
+    """Adaptive: the input gradient of the calibrated model is not the base model's."""
+    calibrated = CalibratedEncoder.from_pretrained(tinybind, saved)
+    x, labels = batch(test_benchmark, Modality.IMAGE)
+
+    def gradient(encoder):
+        inputs = x.clone().requires_grad_(True)
+        encoder.encode_modality("image", inputs).sum().backward()
+        return inputs.grad
+
+    assert not torch.allclose(gradient(calibrated), gradient(tinybind))
+
+
+def test_randomized_purifier_is_attacked_with_eot(tinybind, test_benchmark) -> None:
+    from bindguard.encoders.expectation import ExpectationEncoder
+
+    calibration = build_calibration(tinybind, config("image", "purifier", noise=0.05))
+    calibrated = CalibratedEncoder(tinybind, {Modality.IMAGE: calibration})
+    assert calibrated.randomized
+    x, _ = batch(test_benchmark, Modality.IMAGE)
+    with torch.no_grad():
+        one, two = calibrated.encode_modality("image", x), calibrated.encode_modality("image", x)
+        assert not torch.equal(one, two)
+        averaged = ExpectationEncoder(calibrated, samples=16).encode_modality("image", x, normalize=False)
+    assert averaged.shape == one.shape and (averaged.norm(dim=-1) < 1).all()
+    assert read_calibrations  # exported

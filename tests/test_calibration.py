@@ -245,3 +245,24 @@ def test_randomized_purifier_is_attacked_with_eot(tinybind, test_benchmark) -> N
         averaged = ExpectationEncoder(calibrated, samples=16).encode_modality("image", x, normalize=False)
     assert averaged.shape == one.shape and (averaged.norm(dim=-1) < 1).all()
     assert read_calibrations  # exported
+
+
+def test_certified_radius_of_a_smoothed_calibration(tinybind, test_benchmark) -> None:
+    from bindguard.encoders.centers import semantic_centers
+    from bindguard.evaluation.certify import ABSTAIN, certify
+
+    calibration = build_calibration(tinybind, config("point", "purifier", noise=0.01))
+    calibrated = CalibratedEncoder(tinybind, {Modality.POINT: calibration})
+    x, labels = batch(test_benchmark, Modality.POINT, 6)
+    centers = semantic_centers(tinybind, test_benchmark.class_names, test_benchmark.templates[Modality.POINT])
+    certificate = certify(calibrated, Modality.POINT, x, centers, n0=8, n=64, batch_size=32)
+    assert certificate.sigma == pytest.approx(0.02)
+    certified = certificate.prediction != ABSTAIN
+    assert certified.any()
+    # with 64 unanimous votes at alpha 0.001 the bound is 0.001 ** (1 / 64): radius sigma * Phi^-1 of it
+    from scipy.stats import norm
+
+    assert float(certificate.radius.max()) <= 0.02 * norm.ppf(0.001 ** (1 / 64)) + 1e-6
+    assert (certificate.radius[~certified] == 0).all() and (certificate.radius[certified] > 0).all()
+    with pytest.raises(ConfigError, match="randomized purifier"):
+        certify(CalibratedEncoder(tinybind, {}), Modality.POINT, x, centers)

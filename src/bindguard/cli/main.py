@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from bindguard.cli.calibrate import calibrate_command
+from bindguard.cli.calibrate import calibrate_command, certify_command
 from bindguard.cli.report import report_command
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
 
@@ -25,9 +25,13 @@ app.add_typer(tinybind_app, name="tinybind")
 app.add_typer(attacks_app, name="attacks")
 app.command("report")(report_command)
 app.command("calibrate")(calibrate_command)
+app.command("certify")(certify_command)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+CalibrationOption = Annotated[
+    Path | None, typer.Option(help="A calibration folder (bindguard calibrate --out) to apply to the model.")
+]
 
 
 @models_app.command("list")
@@ -146,6 +150,7 @@ def evaluate(
     weights: Annotated[
         Path | None, typer.Option(help="TinyBind trained parts to use instead of the shipped ones.")
     ] = None,
+    calibration: CalibrationOption = None,
     attacks: Annotated[
         str | None,
         typer.Option(help="'standard' or comma-separated attack names (bindguard attacks list); none: clean only."),
@@ -179,6 +184,7 @@ def evaluate(
         weights=weights,
         quiet=quiet,
         robust=robust,
+        calibration=calibration,
     )
     _show(results, as_json)
     console.print(f"results: {out / 'results.json'}")
@@ -201,19 +207,17 @@ def attack(
     ] = "audio",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use.")] = None,
+    calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Attack a few samples and save clean and adversarial inputs for inspection."""
-    import torch
 
-    from bindguard._io import atomic_write_bytes
     from bindguard._types import Modality
     from bindguard.attacks import ThreatModel, create_attack
     from bindguard.data import load_dataset
     from bindguard.encoders import create_encoder
-    from bindguard.encoders.centers import semantic_centers
     from bindguard.errors import ConfigError
-    from bindguard.objectives import ObjectiveContext
+    from bindguard.evaluation.examples import attack_examples, write_examples
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
@@ -221,54 +225,21 @@ def attack(
     threat = ThreatModel.parse(norm, eps)
     options = {"queries": steps} if attack_name == "square" else ({} if attack_name == "fgsm" else {"steps": steps})
     attacker = create_attack(attack_name, threat=threat, seed=seed, **options)
-    encoder = create_encoder(model, **({"weights": weights} if weights else {}))
-    encoder.check_modality(chosen)
-    wanted = [chosen] + ([Modality.parse(target_modality)] if attack_name == "cross-modal" else [])
-    benchmark = load_dataset(data, split="test", modalities=wanted, limit=n)
-    batch = benchmark.data[chosen]
-    centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[chosen])
-    with torch.no_grad():
-        clean_embedding = encoder.encode_modality(chosen, batch.inputs)
-    target = None
-    if attack_name == "cross-modal":
-        source = benchmark.data[Modality.parse(target_modality)]
-        order = torch.roll(torch.arange(len(source)), 1)[: len(batch)]  # another sample, usually another class
-        with torch.no_grad():
-            target = encoder.encode_modality(Modality.parse(target_modality), source.inputs[order])
-    context = ObjectiveContext(labels=batch.labels, centers=centers, clean=clean_embedding, target=target)
-    result = attacker.run(encoder, chosen, batch.inputs, context)
-    with torch.no_grad():
-        adversarial_scores = encoder.encode_modality(chosen, result.adversarial) @ centers.T
-    clean_prediction = (clean_embedding @ centers.T).argmax(1)
-    adversarial_prediction = adversarial_scores.argmax(1)
-    from safetensors.torch import save
+    encoder = create_encoder(model, calibration=calibration, **({"weights": weights} if weights else {}))
+    if getattr(encoder, "randomized", False):
+        from bindguard.encoders.expectation import ExpectationEncoder
 
-    tensors = {
-        "clean": batch.inputs.contiguous(),
-        "adversarial": result.adversarial.contiguous(),
-        "labels": batch.labels.contiguous(),
-        "clean_prediction": clean_prediction.contiguous(),
-        "adversarial_prediction": adversarial_prediction.contiguous(),
-        "norms": result.norms.contiguous(),
-    }
-    summary = {
-        "model": model,
-        "data": data,
-        "modality": chosen.value,
-        "attack": attack_name,
-        "norm": norm,
-        "eps": threat.eps,
-        "eps_abs": threat.absolute(encoder.input_spec(chosen)),
-        "steps": steps,
-        "n": len(batch),
-        "seed": seed,
-        "success_rate": float(result.success.float().mean()),
-        "clean_top1": float((clean_prediction == batch.labels).float().mean()),
-        "adversarial_top1": float((adversarial_prediction == batch.labels).float().mean()),
-        "max_norm": float(result.norms.max()),
-    }
-    path = out / f"adversarial-{chosen.value}.safetensors"
-    atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in summary.items()}))
+        encoder = ExpectationEncoder(encoder)  # EOT: attack the expected embedding of a randomized model
+    encoder.check_modality(chosen)
+    target = Modality.parse(target_modality) if attack_name == "cross-modal" else None
+    benchmark = load_dataset(data, split="test", modalities=[chosen] + ([target] if target else []), limit=n)
+    tensors, outcome = attack_examples(encoder, benchmark, chosen, attacker, target_modality=target)
+    summary = {"model": model, "calibration": str(calibration) if calibration else None, "data": data}
+    summary |= outcome | {"attack": attack_name, "steps": steps, "seed": seed}
+    path = write_examples(out, tensors, summary)
+    batch = benchmark.data[chosen]
+    clean_prediction, adversarial_prediction = tensors["clean_prediction"], tensors["adversarial_prediction"]
+    result_norms = tensors["norms"]
     if as_json:
         output.print_json(data=summary | {"file": str(path)})
         return
@@ -287,7 +258,7 @@ def attack(
             f"[red]{names[int(adversarial_prediction[index])]}[/]"
             if fooled
             else names[int(adversarial_prediction[index])],
-            f"{float(result.norms[index]):.4g}",
+            f"{float(result_norms[index]):.4g}",
         )
     output.print(table)
     console.print(f"saved {path} (clean, adversarial, labels, predictions, norms)")
@@ -296,13 +267,21 @@ def attack(
 @app.command("demo")
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's results.")] = Path("bindguard-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller run (16 samples per modality, 5 steps).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the demo's results and report.")] = Path("bindguard-demo"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smaller run (16 samples per modality, fewer steps and epochs).")
+    ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """The main job on the embedded default: TinyBind on the built-in benchmark, all six modalities,
-    clean and under the standard attack ensemble at 1/255, 2/255 and 4/255 (Linf)."""
+    """The main job on the embedded default, TinyBind on the built-in benchmark, all six modalities:
+    clean evaluation, the standard attack ensemble at 1/255, 2/255 and 4/255 (Linf), calibration of
+    every modality with the default method at 4/255, evaluation after it (transfer and adaptive),
+    and a report (OUT/report.html). Rerunning an interrupted demo resumes it."""
+    from bindguard.cli.calibrate import run_calibration
+    from bindguard.evaluation.results import write_results
+    from bindguard.training.calibrate import CalibrationRecipe
+
     started = time.perf_counter()
     robust = _robust_settings(
         "standard",
@@ -315,20 +294,76 @@ def demo(
         0,
         check_samples=4 if quick else 8,
     )
+    samples = 16 if quick else 60
     results = _run_evaluation(
         out=out,
         model="tinybind",
         data="builtin",
         modalities="all",
-        n=16 if quick else 60,
+        n=samples,
         batch_size=64,
         seed=0,
         weights=None,
         quiet=quiet,
         robust=robust,
     )
+    _save_demo_examples(out / "examples", quick=quick)
+    # a shortened run of the default recipe; `bindguard calibrate` trains the full one
+    recipe = CalibrationRecipe(epochs=1 if quick else DEMO_EPOCHS)
+    calibration = run_calibration(
+        out=out / "calibration",
+        model="tinybind",
+        data="builtin",
+        modalities="all",
+        recipe=recipe,
+        limit=64 if quick else DEMO_TRAIN_SAMPLES,
+        evaluation={
+            "n": samples,
+            "steps": 5 if quick else 10,
+            "square_queries": 20 if quick else 100,
+            "checks": True,
+        },
+        weights=None,
+        quiet=quiet,
+        check_samples=4 if quick else 8,
+    )
+    results["rows"] += calibration["rows"]
+    results["settings"]["calibration"] = calibration["settings"]
+    write_results(out, results)
+    from bindguard.reports import build_report
+
+    with progress_bars(quiet=quiet) as progress:
+        report = build_report(out, progress=progress)
     _show(results, as_json)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; results: {out / 'results.json'}")
+    if not as_json:
+        from bindguard.cli.calibrate import show_calibration
+
+        show_calibration(calibration, False)
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.0f} s; report: {report.resolve().as_uri()}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+DEMO_EPOCHS = 2
+DEMO_TRAIN_SAMPLES = 384
+
+
+def _save_demo_examples(directory: Path, *, quick: bool) -> None:
+    """A few APGD-CE examples per modality at 4/255 for the report's pictures."""
+    from bindguard._types import PERCEPTUAL_MODALITIES
+    from bindguard.attacks import ThreatModel, create_attack
+    from bindguard.data import load_dataset
+    from bindguard.encoders import create_encoder
+    from bindguard.evaluation.examples import attack_examples, write_examples
+
+    encoder = create_encoder("tinybind")
+    benchmark = load_dataset("builtin", split="test", limit=3)
+    attack = create_attack("apgd-ce", threat=ThreatModel.linf("4/255"), steps=5 if quick else 20)
+    for modality in PERCEPTUAL_MODALITIES:
+        tensors, summary = attack_examples(encoder, benchmark, modality, attack)
+        write_examples(directory, tensors, summary | {"model": "tinybind", "steps": attack.steps})
 
 
 def _run_evaluation(
@@ -343,6 +378,7 @@ def _run_evaluation(
     weights: Path | None,
     quiet: bool,
     robust: tuple | None = None,
+    calibration: Path | None = None,
 ) -> dict:
     import torch
 
@@ -362,7 +398,11 @@ def _run_evaluation(
     torch.manual_seed(seed)
     options = {"weights": weights} if weights is not None else {}
     with progress_bars(quiet=quiet) as progress:
-        encoder = create_encoder(model, **options)
+        encoder = create_encoder(model, calibration=calibration, **options)
+        if getattr(encoder, "randomized", False):
+            from bindguard.encoders.expectation import ExpectationEncoder
+
+            encoder = ExpectationEncoder(encoder)  # EOT: attack the expected embedding of a randomized model
         chosen = parse_modalities(
             [m.value for m in chosen], available=tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
         )
@@ -378,7 +418,13 @@ def _run_evaluation(
             from bindguard.evaluation.robust import evaluate_robust
 
             threats, settings = robust
-            run_config = {"model": model, "weights": str(weights), "data": data, "n": n}
+            run_config = {
+                "model": model,
+                "weights": str(weights),
+                "data": data,
+                "n": n,
+                "calibration": str(calibration),
+            }
             rows += evaluate_robust(
                 encoder,
                 benchmark,
@@ -404,6 +450,7 @@ def _run_evaluation(
         "n": n,
         "split": "test",
         "weights": str(weights) if weights else "shipped",
+        "calibration": str(calibration) if calibration else None,
     }
     results = make_results(model=model, data=data, seed=seed, rows=rows, settings=settings)
     write_results(out, results)

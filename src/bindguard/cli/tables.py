@@ -96,40 +96,27 @@ def calibration_table(rows: list[dict]) -> Table:
     table = Table(
         title=(
             f"calibration, {first['norm']} eps {_fraction(first['eps'])} (abs {first['eps_abs']:.3g}), "
-            f"{first['attack']} ensemble, {first['steps']} steps{square}"
+            f"{first['attack']} ensemble, {first['steps']} steps{square}, n={first['n']}"
         )
     )
-    for column in (
-        "modality",
-        "method / objective",
-        "n",
-        "clean before→after",
-        "transfer after",
-        "adaptive before→after",
-        "top-5 adaptive",
-        "trainable",
-        "train s",
-        "flags",
-    ):
-        table.add_column(column, justify="left" if column in ("modality", "method / objective", "flags") else "right")
+    for column in ("modality", "method", "clean", "transfer", "adaptive", "adaptive top-5", "trainable", "flags"):
+        table.add_column(column, justify="left" if column in ("modality", "method", "flags") else "right")
     for row in rows:
         before, after = row["before"], row["after"]
         flags = ", ".join(row.get("flags", []))
         gain = after["robust_top1"] - before["robust_top1"]
         table.add_row(
             row["modality"],
-            f"{row['method']} / {row['objective']} ({row['mode']})",
-            str(row["n"]),
-            f"{_percent(before['clean_top1'])} → {_percent(after['clean_top1'])}",
+            f"{row['method']} {row['objective']} {row['mode']}",
+            f"{_percent(before['clean_top1'])}→{_percent(after['clean_top1'])}",
             _percent(after["transfer_top1"]),
-            f"{_percent(before['robust_top1'])} → {_percent(after['robust_top1'])} ({100 * gain:+.1f})",
-            f"{_percent(before['robust_top5'])} → {_percent(after['robust_top5'])}",
-            f"{row['trainable_parameters']:,} ({100 * row['trainable_fraction']:.2f}%)",
-            "-" if row.get("train_seconds") is None else f"{row['train_seconds']:.0f}",
+            f"{_percent(before['robust_top1'])}→{_percent(after['robust_top1'])} ({100 * gain:+.0f})",
+            f"{_percent(before['robust_top5'])}→{_percent(after['robust_top5'])}",
+            f"{100 * row['trainable_fraction']:.2f}%",
             f"[bold red]⚠ {flags}[/]" if flags else "[green]ok[/]",
         )
     table.caption = (
-        "top-1 %; adaptive: attacked end to end through the calibration (the robustness claim); "
-        "transfer: examples made on the uncalibrated encoder (not a robustness claim)"
+        "top-1 % before→after; adaptive: attacked end to end through the calibration (the robustness claim); "
+        "transfer: examples made on the uncalibrated encoder; trainable: share of the encoder's parameters"
     )
     return table

@@ -105,9 +105,12 @@ class CalibratedEncoder(Encoder):
     def randomized(self) -> bool:
         return any(c.randomized for c in self.calibrations.values())
 
+    def calibration_of(self, modality: Modality) -> Calibration | None:
+        """The modality's calibration, or None (an ``nn.ModuleDict`` has no ``.get``)."""
+        return self.calibrations[modality.value] if modality.value in self.calibrations else None  # noqa: SIM401
+
     def _embed(self, modality: Modality, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
-        calibrations = self.calibrations  # an nn.ModuleDict, which has no .get
-        calibration = calibrations[modality.value] if modality.value in calibrations else None  # noqa: SIM401
+        calibration = self.calibration_of(modality)
         if calibration is None:
             return self.base._embed(modality, x)
         if calibration.purifier is not None:

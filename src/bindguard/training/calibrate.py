@@ -366,6 +366,8 @@ def calibrate_modalities(
             modules={modality.value: outcome.calibration},
         )
         checkpoint.unlink(missing_ok=True)
+        if not any(checkpoint.parent.iterdir()):
+            checkpoint.parent.rmdir()
     calibrated = CalibratedEncoder.from_pretrained(base, out)
     calibrated.calibrations = torch.nn.ModuleDict(
         {m: c for m, c in calibrated.calibrations.items() if Modality(m) in modalities}

@@ -170,3 +170,64 @@ def test_missing_and_corrupt_data_files(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\x00" * 20)
     result = invoke("eval", "--data", str(corrupt), "--out", str(tmp_path / "o"), "--quiet")
     assert result.exit_code == 2 and "corrupt" in result.output and not (tmp_path / "o").exists()
+
+
+def _calibrate(out: Path, *extra: str):
+    return invoke(
+        "calibrate", "--out", str(out), "--modalities", "point", "--limit", "32", "--epochs", "1",
+        "--batch-size", "16", "--n", "8", "--steps", "2", "--square-queries", "10", "--no-checks", "--quiet", *extra,
+    )  # fmt: skip
+
+
+def test_calibrate_saves_a_folder_that_every_command_loads(tmp_path: Path) -> None:
+    out = tmp_path / "calibration"
+    result = _calibrate(out, "--json")
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.stdout)
+    row = next(r for r in results["rows"] if r["task"] == "calibration")
+    assert row["modality"] == "point" and row["method"] == "purifier+lora" and row["objective"] == "ce"
+    assert set(row["before"]) == {"clean_top1", "clean_top5", "robust_top1", "robust_top5"}
+    assert row["after"]["robust_top1"] <= row["after"]["clean_top1"]
+    assert row["eps_abs"] == pytest.approx(2 * 4 / 255) and row["steps"] == 2 and row["n"] == 8
+    assert 0 < row["trainable_fraction"] < 0.01
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "results.json"}
+    assert not (out / "checkpoints").exists()
+    evaluated = invoke("eval", "--out", str(tmp_path / "eval"), "--modalities", "point", "--n", "8",
+                       "--calibration", str(out), "--json")  # fmt: skip
+    assert evaluated.exit_code == 0
+    assert json.loads(evaluated.stdout)["settings"]["calibration"] == str(out)
+    attacked = invoke("attack", "--out", str(tmp_path / "examples"), "--modality", "point", "--n", "4",
+                      "--steps", "2", "--calibration", str(out), "--json")  # fmt: skip
+    assert attacked.exit_code == 0
+    assert (tmp_path / "examples" / "adversarial-point.safetensors").is_file()
+    # rerunning the same command finds the modality done and does not retrain it
+    before = (out / "model.safetensors").read_bytes()
+    assert _calibrate(out, "--no-evaluate").exit_code == 0
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "purifer"], "did you mean 'purifier'"),
+        (["--objective", "fare"], "unknown calibration objective"),
+        (["--mode", "sometimes"], "unknown calibration mode"),
+        (["--eps", "4/0"], "eps"),
+        (["--modalities", "smell"], "smell"),
+    ],
+)
+def test_calibrate_bad_options_fail_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "calibration"
+    result = invoke("calibrate", "--out", str(out), *args)
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_calibration_of_another_model_or_a_pickle_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"\x80\x04not really")
+    result = invoke("eval", "--out", str(tmp_path / "e"), "--calibration", str(folder), "--n", "4")
+    assert result.exit_code == 2 and "pickled checkpoint" in result.output
+    assert not (tmp_path / "e").exists()

@@ -33,7 +33,7 @@ def calibrate_command(
     eps: Annotated[str, typer.Option(help="Training and evaluation budget, relative to the domain's range.")] = "4/255",
     norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 4,
-    attack_steps: Annotated[int, typer.Option(min=1, help="PGD steps per training example.")] = 3,
+    attack_steps: Annotated[int, typer.Option(min=1, help="PGD steps per training example.")] = 2,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 2e-3,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 4,

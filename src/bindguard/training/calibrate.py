@@ -65,7 +65,7 @@ class CalibrationRecipe:
     mode: str = "adaptive"
     norm: str = "linf"
     eps: str = "4/255"
-    attack_steps: int = 3
+    attack_steps: int = 2
     epochs: int = 4
     batch_size: int = 64
     learning_rate: float = 2e-3

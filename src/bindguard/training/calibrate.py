@@ -267,11 +267,11 @@ def calibrate_modality(
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     for epoch in range(epochs_done, recipe.epochs):
-        report(f"{modality.value} calibrate", epoch, recipe.epochs)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
         epoch_loss = 0.0
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
+            report(f"{modality.value} calibrate", global_step, total)
             index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             batch_x, batch_labels, batch_frozen = x[index], labels[index], frozen[index]
             if features is not None:
@@ -305,7 +305,7 @@ def calibrate_modality(
         losses.append(epoch_loss / len(x))
         if checkpoint is not None:
             _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
-    report(f"{modality.value} calibrate", recipe.epochs, recipe.epochs)
+    report(f"{modality.value} calibrate", total, total)
     calibration.requires_grad_(False)
     calibration.eval()
     seconds = time.perf_counter() - started

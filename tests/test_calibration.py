@@ -266,3 +266,20 @@ def test_certified_radius_of_a_smoothed_calibration(tinybind, test_benchmark) ->
     assert (certificate.radius[~certified] == 0).all() and (certificate.radius[certified] > 0).all()
     with pytest.raises(ConfigError, match="randomized purifier"):
         certify(CalibratedEncoder(tinybind, {}), Modality.POINT, x, centers)
+
+
+def test_merged_adapter_weights_follow_parameter_updates(tinybind, test_benchmark) -> None:
+    calibration = build_calibration(tinybind, config("image", "lora"))
+    calibration.requires_grad_(False)
+    calibrated = CalibratedEncoder(tinybind, {Modality.IMAGE: calibration})
+    x, _ = batch(test_benchmark, Modality.IMAGE)
+    with torch.no_grad():
+        first = calibrated.encode_modality("image", x)
+        for parameter in calibration.override.up.values():
+            parameter.add_(0.05)  # in place, as an optimizer step is
+        second = calibrated.encode_modality("image", x)
+        calibration.override.load_state_dict({k: torch.zeros_like(v) if "up" in k else v
+                                              for k, v in calibration.override.state_dict().items()})  # fmt: skip
+        third = calibrated.encode_modality("image", x)
+    assert not torch.allclose(first, second)
+    assert torch.allclose(first, third, atol=1e-6)

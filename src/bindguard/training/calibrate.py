@@ -286,7 +286,9 @@ def calibrate_modality(
                     context = ObjectiveContext(
                         labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=recipe.logit_scale
                     )
+                    calibration.requires_grad_(False)  # the attack needs input gradients only
                     inputs.append(_attack(recipe, global_step).run(model, modality, batch_x, context).adversarial)
+                    calibration.requires_grad_(True)
                 embedded = model.encode_unvalidated(modality, torch.cat(inputs))
             clean, adversarial = embedded[: len(index)], (embedded[len(index) :] if uses_attack else None)
             loss = calibration_loss(

@@ -93,28 +93,33 @@ def calibration_table(rows: list[dict]) -> Table:
     """Before/after calibration: clean, transfer and adaptive robust top-1 per modality."""
     first = rows[0]
     square = f" + Square {first['square_queries']}" if first.get("square_queries") else ""
+    methods = {f"{row['method']} {row['objective']} {row['mode']}" for row in rows}
+    shared = methods.pop() if len(methods) == 1 else None
     table = Table(
         title=(
-            f"calibration, {first['norm']} eps {_fraction(first['eps'])} (abs {first['eps_abs']:.3g}), "
-            f"{first['attack']} ensemble, {first['steps']} steps{square}, n={first['n']}"
+            f"calibration{f' ({shared})' if shared else ''}: {first['norm']} eps {_fraction(first['eps'])} of each "
+            f"domain's range, {first['attack']} ensemble, {first['steps']} steps{square}, n={first['n']}"
         )
     )
-    for column in ("modality", "method", "clean", "transfer", "adaptive", "adaptive top-5", "trainable", "flags"):
+    columns = ["modality", "eps abs"] + ([] if shared else ["method"])
+    columns += ["clean", "transfer", "adaptive", "adaptive top-5", "trainable", "flags"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("modality", "method", "flags") else "right")
     for row in rows:
         before, after = row["before"], row["after"]
         flags = ", ".join(row.get("flags", []))
         gain = after["robust_top1"] - before["robust_top1"]
-        table.add_row(
-            row["modality"],
-            f"{row['method']} {row['objective']} {row['mode']}",
+        cells = [row["modality"], f"{row['eps_abs']:.3g}"]
+        cells += [] if shared else [f"{row['method']} {row['objective']} {row['mode']}"]
+        cells += [
             f"{_percent(before['clean_top1'])}→{_percent(after['clean_top1'])}",
             _percent(after["transfer_top1"]),
             f"{_percent(before['robust_top1'])}→{_percent(after['robust_top1'])} ({100 * gain:+.0f})",
             f"{_percent(before['robust_top5'])}→{_percent(after['robust_top5'])}",
             f"{100 * row['trainable_fraction']:.2f}%",
             f"[bold red]⚠ {flags}[/]" if flags else "[green]ok[/]",
-        )
+        ]
+        table.add_row(*cells)
     table.caption = (
         "top-1 % before→after; adaptive: attacked end to end through the calibration (the robustness claim); "
         "transfer: examples made on the uncalibrated encoder; trainable: share of the encoder's parameters"

@@ -231,3 +231,12 @@ def test_a_calibration_of_another_model_or_a_pickle_is_refused(tmp_path: Path) -
     result = invoke("eval", "--out", str(tmp_path / "e"), "--calibration", str(folder), "--n", "4")
     assert result.exit_code == 2 and "pickled checkpoint" in result.output
     assert not (tmp_path / "e").exists()
+
+
+def test_verbose_logs_each_epoch(tmp_path: Path) -> None:
+    result = invoke(
+        "--verbose", "calibrate", "--out", str(tmp_path / "c"), "--modalities", "point", "--limit", "16",
+        "--epochs", "1", "--batch-size", "8", "--no-evaluate", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0
+    assert "point purifier+lora epoch 1/1: loss" in result.output

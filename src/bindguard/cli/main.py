@@ -23,9 +23,23 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(tinybind_app, name="tinybind")
 app.add_typer(attacks_app, name="attacks")
-app.command("report")(report_command)
-app.command("calibrate")(calibrate_command)
-app.command("certify")(certify_command)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every step (epochs, losses, attack stages) to stderr.")
+    ] = False,
+) -> None:
+    """Attack, evaluate and repair unified multimodal encoders."""
+    if verbose:
+        import logging
+
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console, show_path=False, show_time=True)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -262,6 +276,11 @@ def attack(
         )
     output.print(table)
     console.print(f"saved {path} (clean, adversarial, labels, predictions, norms)")
+
+
+app.command("calibrate")(calibrate_command)
+app.command("certify")(certify_command)
+app.command("report")(report_command)
 
 
 @app.command("demo")

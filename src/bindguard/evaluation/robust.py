@@ -7,6 +7,7 @@ if no attack broke it. Square runs last, as a black-box check whose breaks count
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from bindguard.evaluation.metrics import wilson_interval
 from bindguard.evaluation.state import RunState
 from bindguard.objectives import ObjectiveContext
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 
@@ -158,6 +160,9 @@ def evaluate_modality_threat(
             square_outcome = {"broken": int((before_top1 & ~worst.top1).sum()), "queries": settings.square_queries}
             state.put("square", square_outcome)
         worst.after[name] = float(worst.top1.float().mean())
+        logger.info(
+            "%s after %s: robust top-1 %.3f, top-5 %.3f", label, name, worst.after[name], worst.top5.float().mean()
+        )
         state.put("worst", worst.to_json())
     if progress:
         progress(f"{modality.value} {threat}", len(stages), len(stages))

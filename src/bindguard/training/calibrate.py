@@ -14,6 +14,7 @@ a run resumed from it ends with the same calibration as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from bindguard.errors import ConfigError, DataError
 from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
 from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss, check_objective
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 MODES = ("adaptive", "static")
 CHECKPOINT_FORMAT = "bindguard-calibration-checkpoint/1"
@@ -305,6 +307,7 @@ def calibrate_modality(
             optimizer.step()
             epoch_loss += float(loss.detach()) * len(index)
         losses.append(epoch_loss / len(x))
+        logger.info("%s %s epoch %d/%d: loss %.4f", modality.value, config.method, epoch + 1, recipe.epochs, losses[-1])
         if checkpoint is not None:
             _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
     report(f"{modality.value} calibrate", total, total)

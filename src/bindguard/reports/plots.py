@@ -148,7 +148,7 @@ def _calibration_figure(
         samples = ", ".join(sorted({str(row.get("n", "?")) for row in rows}))
         axis.set_title(
             f"Calibration ({described}): before and after, {norm} ε = {format_eps(eps, norm)}, n = {samples}\n"
-            f"hatched: transfer attack on the frozen encoder (an upper bound); {mode}: attacked end to end",
+            f"hatched: transfer attack on the frozen encoder (not a robustness claim); {mode}: attacked end to end",
             fontsize=9.5,
         )
         figure.legend(loc="outside lower center", ncols=len(BARS))

@@ -115,12 +115,6 @@ def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
 
 
 @torch.no_grad()
-def _embed(encoder: Encoder, modality: Modality, x: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
-    return torch.cat(
-        [encoder.encode_unvalidated(modality, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    )
-
-
 def _raw_embed(encoder: Encoder, modality: Modality, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Unnormalised embeddings, the input of a post-encoder head."""
     return torch.cat([encoder._embed(modality, x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -247,7 +241,8 @@ def calibrate_modality(
     calibration.train()
     model = CalibratedEncoder(base, {modality: calibration})
     optimizer = torch.optim.AdamW(calibration.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    frozen = _embed(base, modality, x)
+    raw_clean = _raw_embed(base, modality, x)
+    frozen = F.normalize(raw_clean, dim=-1)  # f(x), the frozen clean embeddings
     uses_attack = OBJECTIVES[recipe.objective][0]
     head_only = calibration.purifier is None and calibration.override is None
     epochs_done, losses = 0, []
@@ -261,10 +256,7 @@ def calibrate_modality(
     if epochs_done < recipe.epochs and head_only and (cached is not None or not uses_attack):
         # the head is the only trainable part and its inputs never change: embed them once
         with torch.no_grad():
-            features = (
-                _raw_embed(base, modality, cached) if cached is not None else None,
-                _raw_embed(base, modality, x),
-            )
+            features = (_raw_embed(base, modality, cached) if cached is not None else None, raw_clean)
 
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch

@@ -7,6 +7,11 @@
 clean, transfer and adaptive robust top-1, trainable parameters, wall time, and the wall-time
 ratio to full adversarial fine-tuning (target: static calibration <= 1/10 of it).
 ``time-all``: the default method on all six TinyBind modalities (target: under 15 minutes on 2 cores).
+
+The variants span the paper's post-encoder heads (each objective, trained on examples made
+against the frozen encoder, and adaptively), a clean-trained head, in-encoder adapters, input
+purifiers, and full adversarial fine-tuning of the tower (TeCoA: CE; FARE: label-free embedding
+L2), so that one table says what each buys under transfer and under adaptive attack.
 """
 
 from __future__ import annotations
@@ -20,17 +25,97 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
-from bindguard.data import load_dataset
-from bindguard.encoders import create_encoder
-from bindguard.evaluation.compare import VARIANTS, compare_methods
+from bindguard.attacks import ThreatModel
+from bindguard.data import Benchmark, load_dataset
+from bindguard.encoders import Encoder, create_encoder
+from bindguard.encoders.calibrated import CalibratedEncoder
+from bindguard.encoders.centers import semantic_centers
+from bindguard.evaluation.calibration import evaluate_calibration
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
-from bindguard.evaluation.robust import RobustSettings
-from bindguard.training.calibrate import CalibrationRecipe, calibrate_modalities
+from bindguard.evaluation.robust import Progress, RobustSettings
+from bindguard.training.calibrate import CalibrationRecipe, calibrate_modalities, calibrate_modality
+
+# (label, recipe changes from the shared recipe)
+VARIANTS: tuple[tuple[str, dict], ...] = (
+    ("clean-trained head", {"method": "head", "objective": "clean", "mode": "static"}),
+    ("paper head, ce, static", {"method": "head", "objective": "ce", "mode": "static"}),
+    ("paper head, l2, static", {"method": "head", "objective": "l2", "mode": "static"}),
+    ("paper head, infonce, static", {"method": "head", "objective": "infonce", "mode": "static"}),
+    ("paper residual head, ce, static", {"method": "residual-head", "objective": "ce", "mode": "static"}),
+    ("paper head, ce, adaptive", {"method": "head", "objective": "ce", "mode": "adaptive"}),
+    ("lora, ce, adaptive", {"method": "lora", "objective": "ce", "mode": "adaptive"}),
+    ("purifier, ce, adaptive", {"method": "purifier", "objective": "ce", "mode": "adaptive"}),
+    ("purifier+lora, ce, adaptive", {"method": "purifier+lora", "objective": "ce", "mode": "adaptive"}),
+    (
+        "full fine-tune, TeCoA ce, adaptive",
+        {"method": "finetune", "objective": "ce", "mode": "adaptive", "learning_rate": 2e-4},
+    ),
+    (
+        "full fine-tune, FARE l2, adaptive",
+        {"method": "finetune", "objective": "l2", "mode": "adaptive", "reg": 0.0, "learning_rate": 2e-4},
+    ),
+)
+
+
+def compare_methods(
+    base: Encoder,
+    train: Benchmark,
+    test: Benchmark,
+    modality: Modality,
+    *,
+    recipe: CalibrationRecipe,
+    settings: RobustSettings,
+    variants: Sequence[tuple[str, dict]] = VARIANTS,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """One calibration row per variant (plus "none"), each with its wall time and trainable parameters.
+
+    The threat of the claim is the recipe's; every variant is evaluated with the same ensemble,
+    steps, Square queries and samples.
+    """
+    threat = ThreatModel.parse(recipe.norm, recipe.eps)
+    data = train.data[modality]
+    centers = semantic_centers(base, train.class_names, train.templates[modality])
+    rows = []
+    for label, changes in variants:
+        variant = replace(recipe, **changes)
+        started = time.perf_counter()
+        outcome = calibrate_modality(base, modality, data.inputs, data.labels, centers, variant, progress=progress)
+        seconds = time.perf_counter() - started
+        calibrated = CalibratedEncoder(base, {modality: outcome.calibration})
+        row, _ = evaluate_calibration(
+            base, calibrated, test, threat, settings=settings, modalities=[modality], progress=progress
+        )
+        rows.append(row[0] | {"variant": label, "train_seconds": seconds})
+    none = dict(rows[0]) if rows else {}
+    if none:
+        before = none["before"]
+        none |= {
+            "variant": "no calibration",
+            "method": "none",
+            "objective": "-",
+            "mode": "-",
+            "after": {
+                "clean_top1": before["clean_top1"],
+                "clean_top5": before["clean_top5"],
+                "transfer_top1": before["robust_top1"],
+                "transfer_top5": before["robust_top5"],
+                "robust_top1": before["robust_top1"],
+                "robust_top5": before["robust_top5"],
+            },
+            "trainable_parameters": 0,
+            "trainable_fraction": 0.0,
+            "train_seconds": 0.0,
+            "flags": [],
+        }
+    return ([none] if none else []) + rows
 
 
 def _percent(value: float) -> str:
@@ -50,7 +135,9 @@ def compare(arguments: argparse.Namespace) -> None:
     started = time.perf_counter()
     rows = compare_methods(base, train, test, modality, recipe=recipe, settings=settings, variants=chosen)
     if arguments.json:
-        json.dump({"recipe": vars(arguments), "seconds": time.perf_counter() - started, "rows": rows}, sys.stdout, indent=2)
+        json.dump(
+            {"recipe": vars(arguments), "seconds": time.perf_counter() - started, "rows": rows}, sys.stdout, indent=2
+        )
         return
     finetune = next((r["train_seconds"] for r in rows if "TeCoA" in r.get("variant", "")), None)
     first = rows[0]
@@ -59,7 +146,9 @@ def compare(arguments: argparse.Namespace) -> None:
         f"{first['attack']} ensemble {first['steps']} steps + Square {first['square_queries']}, "
         f"n={first['n']} test samples, {arguments.epochs} epochs on {len(train.data[modality])} train samples\n"
     )
-    print("| variant | trainable (% of encoder) | train s | time / full FT | clean | transfer | adaptive | adaptive top-5 | flags |")
+    print(
+        "| variant | trainable (% of encoder) | train s | time / full FT | clean | transfer | adaptive | adaptive top-5 | flags |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         after = row["after"]
@@ -78,7 +167,9 @@ def time_all(arguments: argparse.Namespace) -> None:
     train = load_dataset("builtin", split="train", modalities=modalities)
     recipe = CalibrationRecipe(epochs=arguments.epochs)
     total = 0.0
-    print(f"default method {recipe.method}, {recipe.objective}, {recipe.mode}, eps {recipe.eps}, {recipe.epochs} epochs\n")
+    print(
+        f"default method {recipe.method}, {recipe.objective}, {recipe.mode}, eps {recipe.eps}, {recipe.epochs} epochs\n"
+    )
     print("| modality | train samples | seconds |")
     print("|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:

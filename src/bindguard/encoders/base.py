@@ -14,6 +14,15 @@ from bindguard.errors import InvalidInputError, UnknownNameError
 from bindguard.modalities import InputSpec
 
 
+def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
+    """What keeps ``found`` from loading into a module whose state is ``expected``, or None if it fits."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+    if not (missing or unexpected or wrong):
+        return None
+    return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
+
+
 class Encoder(nn.Module, ABC):
     """A unified multimodal encoder.
 

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from bindguard._types import Modality
 from bindguard.calibration import Calibration, CalibrationConfig, read_calibrations, write_calibrations
-from bindguard.encoders.base import Encoder
+from bindguard.encoders.base import Encoder, state_mismatch
 from bindguard.errors import DataError
 from bindguard.modalities import InputSpec
 
@@ -174,13 +174,11 @@ class CalibratedEncoder(Encoder):
             module = build_calibration(base, config)
             prefix = f"{modality}."
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            expected = module.state_dict()
-            missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-            wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-            if missing or unexpected or wrong:
+            mismatch = state_mismatch(module.state_dict(), state)
+            if mismatch:
                 raise DataError(
-                    f"calibration {directory} does not fit {base.name} {modality} (missing {missing[:2]}, "
-                    f"unexpected {unexpected[:2]}, wrong shape {wrong[:2]}); fix: calibrate again for this encoder"
+                    f"calibration {directory} does not fit {base.name} {modality} ({mismatch}); "
+                    "fix: calibrate again for this encoder"
                 )
             module.load_state_dict(state)
             module.requires_grad_(False)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bindguard._types import Modality
-from bindguard.encoders.base import Encoder
+from bindguard.encoders.base import Encoder, state_mismatch
 from bindguard.encoders.efficientnet_lite import load_pretrained_lite0
 from bindguard.encoders.fusion import optimize_frozen
 from bindguard.encoders.logmel import LogMel
@@ -171,13 +171,10 @@ class TinyBind(Encoder):
                 f"{path} is not a TinyBind weights file (format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})"
             )
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        expected = self.trained_state()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
+        mismatch = state_mismatch(self.trained_state(), state)
+        if mismatch:
             raise DataError(
-                f"TinyBind weights at {path} do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                f"wrong shape {wrong[:3]}); fix: bindguard tinybind train --out {path}"
+                f"TinyBind weights at {path} do not fit this model ({mismatch}); fix: bindguard tinybind train --out {path}"
             )
         self.heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
         self.point_net.load_state_dict(

@@ -190,6 +190,8 @@ def test_calibrate_saves_a_folder_that_every_command_loads(tmp_path: Path) -> No
     assert row["after"]["robust_top1"] <= row["after"]["clean_top1"]
     assert row["eps_abs"] == pytest.approx(2 * 4 / 255) and row["steps"] == 2 and row["n"] == 8
     assert 0 < row["trainable_fraction"] < 0.01
+    alignment = row["instance_recall@1"]  # point -> image gallery of the uncalibrated encoder
+    assert alignment["gallery"] == "image" and 0 <= alignment["after"] <= 1 and alignment["before"] > 1 / 8
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "results.json"}
     assert not (out / "checkpoints").exists()
     evaluated = invoke("eval", "--out", str(tmp_path / "eval"), "--modalities", "point", "--n", "8",

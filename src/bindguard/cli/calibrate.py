@@ -103,7 +103,7 @@ def run_calibration(
     """Train, save and (optionally) evaluate; returns the results written to OUT/results.json."""
     import torch
 
-    from bindguard._types import PERCEPTUAL_MODALITIES, parse_modalities
+    from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
     from bindguard.data import DATASETS, load_dataset
     from bindguard.encoders import ENCODERS, create_encoder
     from bindguard.errors import ConfigError
@@ -141,7 +141,11 @@ def run_calibration(
         if settings is not None:
             from bindguard.evaluation.calibration import evaluate_calibration
 
-            test = load_dataset(data, split="test", modalities=chosen, limit=evaluation["n"])
+            # image and depth come along as galleries for the instance-retrieval alignment check
+            partners = (
+                [m for m in (Modality.IMAGE, Modality.DEPTH) if m not in chosen] if data in DATASETS.names() else []
+            )
+            test = load_dataset(data, split="test", modalities=chosen + partners, limit=evaluation["n"])
             calibration_rows, robust_rows = evaluate_calibration(
                 base,
                 calibrated,

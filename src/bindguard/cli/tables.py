@@ -102,7 +102,7 @@ def calibration_table(rows: list[dict]) -> Table:
         )
     )
     columns = ["modality", "eps abs"] + ([] if shared else ["method"])
-    columns += ["clean", "transfer", "adaptive", "adaptive top-5", "trainable", "flags"]
+    columns += ["clean", "transfer", "adaptive", "adaptive top-5", "R@1 to partner", "trainable", "flags"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("modality", "method", "flags") else "right")
     for row in rows:
@@ -116,12 +116,20 @@ def calibration_table(rows: list[dict]) -> Table:
             _percent(after["transfer_top1"]),
             f"{_percent(before['robust_top1'])}→{_percent(after['robust_top1'])} ({100 * gain:+.0f})",
             f"{_percent(before['robust_top5'])}→{_percent(after['robust_top5'])}",
+            _alignment(row.get("instance_recall@1")),
             f"{100 * row['trainable_fraction']:.2f}%",
             f"[bold red]⚠ {flags}[/]" if flags else "[green]ok[/]",
         ]
         table.add_row(*cells)
     table.caption = (
         "top-1 % before→after; adaptive: attacked end to end through the calibration (the robustness claim); "
-        "transfer: examples made on the uncalibrated encoder; trainable: share of the encoder's parameters"
+        "transfer: examples made on the uncalibrated encoder; R@1 to partner: clean instance retrieval into the "
+        "uncalibrated encoder's image (or depth) embeddings; trainable: share of the encoder's parameters"
     )
     return table
+
+
+def _alignment(alignment: dict | None) -> str:
+    if not alignment:
+        return "-"
+    return f"{_percent(alignment['before'])}→{_percent(alignment['after'])} ({alignment['gallery']})"

@@ -24,7 +24,7 @@ from bindguard.encoders.calibrated import CalibratedEncoder, encoder_parameters
 from bindguard.encoders.centers import semantic_centers
 from bindguard.encoders.expectation import ExpectationEncoder
 from bindguard.evaluation.clean import embed_all
-from bindguard.evaluation.metrics import wilson_interval
+from bindguard.evaluation.metrics import recall_at_k, wilson_interval
 from bindguard.evaluation.robust import (
     Progress,
     RobustSettings,
@@ -74,6 +74,28 @@ def transfer_worst_cases(
         before.after[name] = float(before.top1.float().mean())
         transfer.after[name] = float(transfer.top1.float().mean())
     return before, transfer
+
+
+def instance_alignment(
+    base: Encoder, calibrated: Encoder, benchmark: Benchmark, modality: Modality, batch_size: int
+) -> dict | None:
+    """Clean instance retrieval R@1 from ``modality`` into a partner modality embedded by the *uncalibrated*
+    encoder, before and after calibration: whether the calibrated embeddings still sit in the shared space.
+
+    None when the benchmark has no partner derived from the same instances (e.g. spoken digits).
+    """
+    partner = Modality.DEPTH if modality is Modality.IMAGE else Modality.IMAGE
+    if partner not in benchmark.data or benchmark.data[partner].source != benchmark.data[modality].source:
+        return None
+    query_data, gallery_data = benchmark.data[modality], benchmark.data[partner]
+    gallery = embed_all(base, partner, gallery_data.inputs, batch_size=batch_size)
+    relevant = query_data.instance_ids[:, None] == gallery_data.instance_ids[None, :]
+
+    def recall_at_1(encoder: Encoder) -> float:
+        queries = embed_all(encoder, modality, query_data.inputs, batch_size=batch_size)
+        return recall_at_k(queries @ gallery.T, relevant, (1,))[1]
+
+    return {"gallery": partner.value, "before": recall_at_1(base), "after": recall_at_1(calibrated)}
 
 
 def evaluate_calibration(
@@ -156,6 +178,7 @@ def evaluate_calibration(
                     "robust_top5": robust["top5"],
                     "robust_top1_ci95": [low, high],
                 },
+                "instance_recall@1": instance_alignment(base, attacked, benchmark, modality, settings.batch_size),
                 "trainable_parameters": calibration.trainable_parameters(),
                 "trainable_fraction": calibration.trainable_parameters() / total,
                 "train_seconds": config.recipe.get("train_seconds"),

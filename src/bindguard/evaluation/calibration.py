@@ -39,6 +39,10 @@ from bindguard.objectives import ObjectiveContext
 EOT_SAMPLES = 8
 
 
+def _mean(hits: torch.Tensor) -> float:
+    return float(hits.float().mean())
+
+
 def _scores(encoder: Encoder, modality: Modality, x: torch.Tensor, centers: torch.Tensor, batch_size: int):
     return embed_all(encoder, modality, x, batch_size=batch_size) @ centers.T
 
@@ -71,8 +75,8 @@ def transfer_worst_cases(
         transfer.narrow(
             everything, *_hits(_scores(calibrated, modality, adversarial, centers, settings.batch_size), labels), norms
         )
-        before.after[name] = float(before.top1.float().mean())
-        transfer.after[name] = float(transfer.top1.float().mean())
+        before.after[name] = _mean(before.top1)
+        transfer.after[name] = _mean(transfer.top1)
     return before, transfer
 
 
@@ -144,7 +148,6 @@ def evaluate_calibration(
         calibration = calibrated.calibrations[modality.value]
         config = calibration.config
         n = len(data)
-        mean = lambda hits: float(hits.float().mean())  # noqa: E731
         low, high = wilson_interval(robust["top1"] * n, n)
         rows.append(
             {
@@ -164,16 +167,16 @@ def evaluate_calibration(
                 "eot_samples": EOT_SAMPLES if calibration.randomized else 1,
                 "n": n,
                 "before": {
-                    "clean_top1": mean(before_clean[0]),
-                    "clean_top5": mean(before_clean[1]),
-                    "robust_top1": mean(before.top1),
-                    "robust_top5": mean(before.top5),
+                    "clean_top1": _mean(before_clean[0]),
+                    "clean_top5": _mean(before_clean[1]),
+                    "robust_top1": _mean(before.top1),
+                    "robust_top5": _mean(before.top5),
                 },
                 "after": {
                     "clean_top1": robust["clean_top1"],
                     "clean_top5": robust["clean_top5"],
-                    "transfer_top1": mean(transfer.top1),
-                    "transfer_top5": mean(transfer.top5),
+                    "transfer_top1": _mean(transfer.top1),
+                    "transfer_top5": _mean(transfer.top5),
                     "robust_top1": robust["top1"],
                     "robust_top5": robust["top5"],
                     "robust_top1_ci95": [low, high],

@@ -32,6 +32,11 @@ from bindguard.modalities import InputSpec, audio_spec, depth_spec, image_spec, 
 
 WEIGHTS_FORMAT = "bindguard-tinybind/1"
 TRUNK_MODALITIES = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO, Modality.DEPTH, Modality.THERMAL)
+# With gradients, trunk batches above this many frames run in chunks: the expanded activations of
+# one large batch overflow the CPU caches. A forward+backward of 64 video clips (256 frames) took
+# 10.5 ms per clip in one piece and 6.8 ms in chunks of 64 frames. The function is the same;
+# without gradients nothing changes (so `tinybind train`'s cached features, and its weights, are as before).
+GRADIENT_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,11 @@ class TinyBind(Encoder):
 
     def trunk_features(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
         """(B, TRUNK_DIM) frozen-trunk features of a raw batch; video averages its frames."""
-        features = self.trunk(self.trunk_input(modality, x))
+        inputs = self.trunk_input(modality, x)
+        if torch.is_grad_enabled() and inputs.shape[0] > GRADIENT_CHUNK:
+            features = torch.cat([self.trunk(chunk) for chunk in inputs.split(GRADIENT_CHUNK)])
+        else:
+            features = self.trunk(inputs)
         if modality is Modality.VIDEO:
             features = features.view(x.shape[0], x.shape[1], -1).mean(1)
         return features

@@ -361,7 +361,7 @@ def demo(
         console.print(
             f"The demo calibrates with a shortened recipe ({1 if quick else DEMO_EPOCHS} epoch(s) on "
             f"{64 if quick else DEMO_TRAIN_SAMPLES} samples per modality) to fit in minutes; it is far from what the "
-            "full recipe reaches. `bindguard calibrate --out CAL` (about 15 minutes on 2 cores) gains 40 to 56 points "
+            "full recipe reaches. `bindguard calibrate --out CAL` (about 11 minutes of training on 2 cores) gains 40 to 56 points "
             "of adaptive robust top-1 at 4/255 on image, video, depth and thermal (see the README).",
             highlight=False,
         )

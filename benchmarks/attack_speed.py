@@ -117,8 +117,8 @@ class LogitModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.centers is None:
-            return self.encoder.encode_unvalidated(self.modality, x, normalize=False)
-        return 100.0 * self.encoder.encode_unvalidated(self.modality, x, normalize=True) @ self.centers.T
+            return self.encoder.encode_modality(self.modality, x, normalize=False, validate=False)
+        return 100.0 * self.encoder.encode_modality(self.modality, x, normalize=True, validate=False) @ self.centers.T
 
 
 def natural_crops(count: int, side: int) -> tuple[torch.Tensor, str]:
@@ -169,7 +169,7 @@ def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[s
     size = max(batch, cost_batch)
     images, source = natural_crops(size, CLASSIFIER_SIDE)
     with torch.no_grad():  # labels: the classifier's own clean predictions (clean accuracy 100%)
-        labels = classifier.encode_unvalidated(Modality.IMAGE, images, normalize=False).argmax(1)
+        labels = classifier.encode_modality(Modality.IMAGE, images, normalize=False, validate=False).argmax(1)
     full = {
         "classifier": Setup(
             "EfficientNet-Lite0 classifier (64 px, ImageNet logits, LogitCE)",
@@ -233,7 +233,7 @@ class Row:
 def robust_accuracy(setup: Setup, adversarial: torch.Tensor) -> float:
     """Top-1 accuracy at ``adversarial``, judged by the original encoder (never by the fast copy)."""
     with torch.no_grad():
-        embedding = setup.encoder.encode_unvalidated(setup.modality, adversarial, normalize=setup.objective.unit_norm)
+        embedding = setup.encoder.encode_modality(setup.modality, adversarial, normalize=setup.objective.unit_norm, validate=False)
         return 1.0 - float(setup.objective.success(embedding, setup.context).float().mean())
 
 
@@ -306,7 +306,7 @@ def forward_backward(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tenso
     def run() -> torch.Tensor:
         x = setup.x.detach().requires_grad_(True)
         with torch.enable_grad():
-            embedding = encoder.encode_unvalidated(setup.modality, x, normalize=setup.objective.unit_norm)
+            embedding = encoder.encode_modality(setup.modality, x, normalize=setup.objective.unit_norm, validate=False)
             (gradient,) = torch.autograd.grad(setup.objective.loss(embedding, setup.context).sum(), x)
         return gradient
 
@@ -316,7 +316,7 @@ def forward_backward(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tenso
 def forward_only(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         with torch.no_grad():
-            return encoder.encode_unvalidated(setup.modality, setup.x, normalize=setup.objective.unit_norm)
+            return encoder.encode_modality(setup.modality, setup.x, normalize=setup.objective.unit_norm, validate=False)
 
     return run
 

@@ -3,14 +3,19 @@ safe loading, and evaluation through the calibration."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save
+from torch import nn
 
 from bindguard._types import Modality
-from bindguard.calibration import PARTS, CalibrationConfig, parse_method, read_calibrations
+from bindguard.calibration import PARTS, CalibrationConfig, parse_method, read_calibrations, write_calibrations
+from bindguard.calibration.module import FORMAT
 from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, encoder_parameters, tower_parameters
 from bindguard.errors import ConfigError, DataError, UnknownNameError
 from bindguard.training.calibrate import CalibrationRecipe, calibrate_modality
@@ -92,9 +97,10 @@ def test_training_leaves_the_backbone_alone_and_moves_the_calibration(tinybind, 
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.requires_grad for p in tinybind.parameters())
     assert len(outcome.losses) == 2 and all(torch.isfinite(torch.tensor(outcome.losses)))
-    moved = [p for p in outcome.calibration.head.parameters() if p.abs().sum() > 0]
-    assert torch.norm(outcome.calibration.head.linear.weight - torch.eye(tinybind.embed_dim)) > 0
-    assert moved and outcome.calibration.config.trainable_parameters == outcome.calibration.trainable_parameters()
+    calibration = outcome.calibration
+    assert torch.norm(calibration.head.linear.weight - torch.eye(tinybind.embed_dim)) > 0  # the head starts as I
+    assert any(float(up.abs().sum()) > 0 for up in calibration.override.up.values())  # the adapters start at 0
+    assert calibration.config.trainable_parameters == calibration.trainable_parameters()
 
 
 @pytest.mark.parametrize("mode", ["static", "adaptive"])
@@ -135,7 +141,7 @@ def test_save_and_load_round_trip(tinybind, test_benchmark, saved: Path) -> None
 
     assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
     config_json = json.loads((saved / "config.json").read_text())
-    assert config_json["encoder"] == "tinybind" and set(config_json["modalities"]) == {"image", "point"}
+    assert config_json["encoder"] == tinybind.identity and set(config_json["modalities"]) == {"image", "point"}
     loaded = create_encoder("tinybind", calibration=saved)
     again = CalibratedEncoder.from_pretrained(tinybind, saved)
     for modality in (Modality.IMAGE, Modality.POINT):
@@ -232,19 +238,34 @@ def test_attacks_go_through_the_calibration(tinybind, test_benchmark, saved) -> 
     assert not torch.allclose(gradient(calibrated), gradient(tinybind))
 
 
-def test_randomized_purifier_is_attacked_with_eot(tinybind, test_benchmark) -> None:
+def test_randomized_purifier_is_attacked_with_eot(tinybind, monkeypatch) -> None:
+    """The adaptive evaluation of a randomized purifier attacks the EOT average of several draws, never one draw."""
+    from bindguard.attacks import Attack, ThreatModel
+    from bindguard.data import load_dataset
     from bindguard.encoders.expectation import ExpectationEncoder
+    from bindguard.evaluation.calibration import evaluate_calibration
+    from bindguard.evaluation.ensemble import parse_ensemble
+    from bindguard.evaluation.robust import RobustSettings
 
-    calibration = build_calibration(tinybind, config("image", "purifier", noise=0.05))
-    calibrated = CalibratedEncoder(tinybind, {Modality.IMAGE: calibration})
-    assert calibrated.randomized
-    x, _ = batch(test_benchmark, Modality.IMAGE)
-    with torch.no_grad():
-        one, two = calibrated.encode_modality("image", x), calibrated.encode_modality("image", x)
-        assert not torch.equal(one, two)
-        averaged = ExpectationEncoder(calibrated, samples=16).encode_modality("image", x, normalize=False)
-    assert averaged.shape == one.shape and (averaged.norm(dim=-1) < 1).all()
-    assert read_calibrations  # exported
+    calibration = build_calibration(tinybind, config("point", "purifier", noise=0.05))
+    calibrated = CalibratedEncoder(tinybind, {Modality.POINT: calibration})
+    benchmark = load_dataset("builtin", split="test", modalities=[Modality.POINT], limit=4)
+    x = benchmark.data[Modality.POINT].inputs
+    with torch.no_grad():  # the premise: two draws differ, so one draw per step would mistake noise for robustness
+        assert calibrated.randomized and not torch.equal(
+            calibrated.encode_modality("point", x), calibrated.encode_modality("point", x)
+        )
+    attacked: list[object] = []
+    run = Attack.run
+    monkeypatch.setattr(
+        Attack, "run", lambda self, encoder, *a, **k: attacked.append(encoder) or run(self, encoder, *a, **k)
+    )
+    settings = RobustSettings(ensemble=parse_ensemble("pgd"), steps=1, square_queries=0, checks=False)
+    rows, _ = evaluate_calibration(tinybind, calibrated, benchmark, ThreatModel.linf("2/255"), settings=settings)
+    adaptive = [encoder for encoder in attacked if encoder is not tinybind]  # the rest: transfer examples on the base
+    assert adaptive and all(isinstance(encoder, ExpectationEncoder) for encoder in adaptive)
+    assert all(encoder.inner is calibrated and encoder.samples > 1 for encoder in adaptive)
+    assert rows[0]["eot_samples"] == adaptive[0].samples
 
 
 def test_certified_radius_of_a_smoothed_calibration(tinybind, test_benchmark) -> None:
@@ -283,3 +304,91 @@ def test_merged_adapter_weights_follow_parameter_updates(tinybind, test_benchmar
         third = calibrated.encode_modality("image", x)
     assert not torch.allclose(first, second)
     assert torch.allclose(first, third, atol=1e-6)
+
+
+# ---------------------------------------------------------------- interrupted writes
+
+
+class _Part(nn.Module):
+    """The least a calibration folder stores: a config and some tensors."""
+
+    def __init__(self, modality: str, value: float):
+        super().__init__()
+        self.config = config(modality, "residual-head")
+        self.weight = nn.Parameter(torch.full((3, 2), value))
+
+
+def _write(directory: Path, **modules: _Part) -> None:
+    write_calibrations(directory, encoder="toy@0", embed_dim=2, encoder_parameters=100, modules=modules)
+
+
+def _loaded(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    _, configs, tensors = read_calibrations(directory)
+    return {m: c.to_json() for m, c in configs.items()}, tensors
+
+
+def _same(first: tuple[dict, dict[str, torch.Tensor]], second: tuple[dict, dict[str, torch.Tensor]]) -> bool:
+    return (
+        first[0] == second[0]
+        and first[1].keys() == second[1].keys()
+        and all(torch.equal(first[1][k], second[1][k]) for k in first[1])
+    )
+
+
+# os.replace runs three times per write: the staged tensor file, config.json (the commit), the final rename.
+@pytest.mark.parametrize(("failing_call", "survivor"), [(1, "previous"), (2, "previous"), (3, "new")])
+def test_an_interrupted_write_leaves_one_whole_calibration(tmp_path: Path, monkeypatch, failing_call, survivor) -> None:
+    directory = tmp_path / "calibration"
+    _write(directory, image=_Part("image", 1.0), point=_Part("point", 2.0))
+    others = {"results.json": b"{}", "state/image.json": b"[1]", "checkpoints/point.safetensors": b"resume"}
+    for name, content in others.items():
+        (directory / name).parent.mkdir(exist_ok=True)
+        (directory / name).write_bytes(content)
+    previous = _loaded(directory)
+
+    calls = []
+    replace = os.replace
+
+    def interrupted(source, target) -> None:
+        calls.append(target)
+        if len(calls) == failing_call:
+            raise KeyboardInterrupt  # what a kill does between two steps of the write
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _write(directory, point=_Part("point", 3.0))
+    monkeypatch.setattr(os, "replace", replace)
+    assert len(calls) == failing_call
+    after = _loaded(directory)
+    if survivor == "previous":
+        assert _same(after, previous)
+    else:
+        assert torch.equal(after[1]["point.weight"], torch.full((3, 2), 3.0))
+        assert torch.equal(after[1]["image.weight"], previous[1]["image.weight"])
+
+    _write(directory, point=_Part("point", 4.0))  # a complete write over whatever the interruption left
+    configs, tensors = _loaded(directory)
+    assert torch.equal(tensors["point.weight"], torch.full((3, 2), 4.0)) and set(configs) == {"image", "point"}
+    assert torch.equal(tensors["image.weight"], previous[1]["image.weight"])
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "checkpoints", "config.json", "model.safetensors", "results.json", "state",
+    ]  # fmt: skip
+    assert {name: (directory / name).read_bytes() for name in others} == others
+
+
+def test_a_folder_written_before_staging_still_loads(tmp_path: Path) -> None:
+    """Folders of earlier versions hold config.json + model.safetensors only; they load and extend as before."""
+    directory = tmp_path / "old"
+    directory.mkdir()
+    blob = save({"point.weight": torch.full((3, 2), 5.0)}, metadata={"format": FORMAT})
+    (directory / "model.safetensors").write_bytes(blob)
+    header = {"format": FORMAT, "encoder": "toy@0", "embed_dim": 2, "encoder_parameters": 100}
+    old = header | {
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "modalities": {"point": config("point", "residual-head").to_json()},
+    }
+    (directory / "config.json").write_text(json.dumps(old))
+    assert torch.equal(_loaded(directory)[1]["point.weight"], torch.full((3, 2), 5.0))
+    _write(directory, image=_Part("image", 6.0))
+    assert sorted(_loaded(directory)[1]) == ["image.weight", "point.weight"]

@@ -12,7 +12,10 @@ CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, E
 
 
 def test_efficientnet_recognises_a_real_cat_photo() -> None:
-    skimage_data = pytest.importorskip("skimage.data")
+    try:
+        import skimage.data as skimage_data
+    except ImportError:  # scikit-image is in the dev extra: missing means the check never ran
+        pytest.fail("scikit-image (the photo) is not installed; fix: pip install -e '.[dev]'")
     from bindguard.encoders.efficientnet_lite import load_pretrained_lite0
 
     model = load_pretrained_lite0()

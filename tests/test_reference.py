@@ -1,7 +1,8 @@
 """Our attacks against a reference implementation (torchattacks), on a real classifier and on TinyBind.
 
-torchattacks is a test-only dependency: it is imported through ``pytest.importorskip`` in a fixture,
-so this file skips cleanly where it is not installed.
+torchattacks is a test-only dependency that the README's test command installs (``--no-deps``, beside
+the dev extra, which brings scikit-image's photos); where either is missing these checks fail with
+the fix, they do not skip.
 
 1. EfficientNet-Lite0 (ImageNet weights) on real photos at 64x64, wrapped as a ``ClassifierEncoder``:
    our PGD with ``LogitCE`` is at least as strong as torchattacks' PGD, and without a random start both
@@ -14,6 +15,8 @@ so this file skips cleanly where it is not installed.
 from __future__ import annotations
 
 import copy
+import importlib
+from types import ModuleType
 
 import pytest
 import torch
@@ -35,9 +38,17 @@ ZERO_SHOT_SAMPLES = 32
 LOGIT_SCALE = ObjectiveContext().logit_scale  # 100, the default both sides must share
 
 
+def _require(module: str, fix: str) -> ModuleType:
+    """Import a test-only dependency, or fail with the command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        pytest.fail(f"{module} is not installed ({error}); fix: {fix}")
+
+
 @pytest.fixture(scope="module")
 def torchattacks():
-    return pytest.importorskip("torchattacks")
+    return _require("torchattacks", "pip install --no-deps torchattacks==3.5.1")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -85,7 +96,7 @@ def lite0() -> PixelClassifier:
 @pytest.fixture(scope="module")
 def photos(lite0) -> tuple[torch.Tensor, torch.Tensor]:
     """Real photos from scikit-image at 64x64, labelled with the model's own clean predictions."""
-    skimage_data = pytest.importorskip("skimage.data")
+    skimage_data = _require("skimage.data", "pip install -e '.[dev]'")
     batch = []
     for name in PHOTOS:
         image = torch.from_numpy(getattr(skimage_data, name)()).float()
@@ -256,4 +267,4 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd_at_equal_steps(tinybind, zero_shot
         f"\nTinyBind image eps=1/255, {STEPS} steps: robust {apgd_robust}/{len(x)} (APGD-CE, "
         f"{apgd_result.forward_passes} passes) vs {pgd_robust}/{len(x)} (PGD, {pgd_result.forward_passes} passes)"
     )
-    assert apgd_robust <= pgd_robust + 1
+    assert apgd_robust <= pgd_robust

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,17 @@ from torch import nn
 from typer.testing import CliRunner
 
 from bindguard._types import Modality
-from bindguard.attacks import ThreatModel
-from bindguard.data import load_dataset
+from bindguard.attacks import ATTACKS, Attack, ThreatModel
+from bindguard.data import Benchmark, ModalityData, load_dataset
+from bindguard.encoders.base import Encoder
 from bindguard.encoders.classifier import ClassifierEncoder
 from bindguard.errors import ConfigError, UnknownNameError
 from bindguard.evaluation import robust as robust_module
-from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, parse_ensemble
+from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, Ensemble, Member, parse_ensemble
 from bindguard.evaluation.flags import SanityChecker
 from bindguard.evaluation.robust import RobustSettings, evaluate_robust
+from bindguard.modalities import InputSpec, image_spec
+from bindguard.registry import Entry
 
 QUICK = RobustSettings(ensemble=parse_ensemble("pgd,rank"), steps=3, square_queries=0, checks=False, batch_size=8)
 
@@ -51,27 +55,43 @@ def test_rows_report_attack_budget_and_are_below_clean(tinybind, small_benchmark
 def test_interrupted_run_resumes_without_redoing_attacks(
     tinybind, small_benchmark, tmp_path: Path, monkeypatch
 ) -> None:
-    def run(model: str) -> list[dict]:
+    def run(model: str, directory: Path, progress=None) -> list[dict]:
         return evaluate_robust(
             tinybind,
             small_benchmark,
             [ThreatModel.linf("2/255")],
             modalities=[Modality.IMAGE],
             settings=QUICK,
-            state_directory=tmp_path,
+            state_directory=directory,
             run_config={"model": model},
+            progress=progress,
         )
 
-    first = run("tinybind")
-    assert list(tmp_path.glob("image-linf-*.json"))
-    calls = []
+    whole = run("tinybind", tmp_path / "whole")
+
+    def stop_before_the_second_attack(stage: str, done: int, total: int) -> None:
+        if done == 1 and total == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("tinybind", tmp_path / "state", stop_before_the_second_attack)
+    assert list((tmp_path / "state").glob("image-linf-*.json"))
+    calls: list[str] = []
     original = robust_module._attack_in_batches
-    monkeypatch.setattr(robust_module, "_attack_in_batches", lambda *a, **k: calls.append(1) or original(*a, **k))
-    again = run("tinybind")
-    assert calls == [] and again[0]["top1"] == first[0]["top1"]
+
+    def recording(attack, *args, **kwargs):
+        calls.append(attack.name)
+        return original(attack, *args, **kwargs)
+
+    monkeypatch.setattr(robust_module, "_attack_in_batches", recording)
+    resumed = run("tinybind", tmp_path / "state")
+    assert calls == ["rank"], "the resumed run redid an attack that had finished"
+    assert resumed[0]["top1"] == whole[0]["top1"] and resumed[0]["after"] == whole[0]["after"]
+    calls.clear()
+    assert run("tinybind", tmp_path / "state")[0]["top1"] == whole[0]["top1"] and calls == []
     # a different configuration never reuses the saved state
-    run("other")
-    assert calls
+    run("other", tmp_path / "state")
+    assert calls == ["pgd", "rank"]
 
 
 def test_standard_ensemble_and_bad_names() -> None:
@@ -165,3 +185,101 @@ def test_cli_robust_sweep(tmp_path: Path) -> None:
     for row in robust:
         assert {"attack", "norm", "eps", "eps_abs", "steps", "adaptive", "flags", "top1", "top5", "n"} <= set(row)
     assert robust[2]["modality"] == "audio" and robust[2]["eps_abs"] == pytest.approx(2 / 255)
+
+
+# ---------------------------------------------------------------- the worst case over scripted attacks
+
+SCRIPT_CLASSES = 6  # more than five, so that an attack can break top-5 too and retire a sample
+ID_PIXEL = -1  # the last pixel carries the sample's id: the toy encoder ignores it, scripted attacks read it
+STEP = 0.08  # each scripted move, inside the Linf budget of 0.1
+
+
+class _ClassPixels(Encoder):
+    """The first six pixels of a (3, 2, 2) image are its class scores; class name "k" embeds as axis k."""
+
+    name = "class-pixels"
+    modalities = (Modality.IMAGE, Modality.TEXT)
+    embed_dim = SCRIPT_CLASSES
+
+    def input_spec(self, modality: Modality) -> InputSpec:
+        self.check_modality(modality)
+        return image_spec(2, 2, mean=None, std=None)
+
+    def _embed(self, modality: Modality, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            return torch.eye(SCRIPT_CLASSES)[[int(prompt) for prompt in x]]
+        return x.flatten(1)[:, :SCRIPT_CLASSES]
+
+
+class _ScriptedBreaker(Attack):
+    """Breaks exactly the samples whose id is in ``breaks``: lifts the next class above the truth (top-1)
+    and, with ``top5``, also sinks the truth below every other class; records every id it is given."""
+
+    def __init__(self, threat: ThreatModel, *, breaks: set[int], top5: bool, seen: list[int], seed: int = 0):
+        super().__init__(threat, seed=seed)
+        self.breaks, self.top5, self.seen = breaks, top5, seen
+
+    def _perturb(self, forward, x, spec, context, generator) -> tuple[torch.Tensor, int]:
+        flat = x.view(x.shape[0], -1)  # x is the base class's private copy of the clean batch
+        ids = (flat[:, ID_PIXEL] * 100).round().long().tolist()
+        self.seen.extend(ids)
+        for row, (sample, label) in enumerate(zip(ids, context.labels.tolist(), strict=True)):
+            if sample in self.breaks:
+                flat[row, (label + 1) % SCRIPT_CLASSES] += STEP
+                if self.top5:
+                    flat[row, label] -= STEP
+        return x, x.shape[0]
+
+
+def _class_pixel_benchmark(count: int, clean_wrong: set[int]) -> Benchmark:
+    labels = torch.arange(count) % SCRIPT_CLASSES
+    x = torch.zeros(count, 3, 2, 2)
+    flat = x.view(count, -1)
+    flat[:, :SCRIPT_CLASSES] = 0.5
+    flat[torch.arange(count), labels] = 0.55
+    for sample in clean_wrong:  # the next class wins, the truth stays second: top-1 wrong, top-5 right
+        flat[sample, (int(labels[sample]) + 1) % SCRIPT_CLASSES] = 0.6
+    flat[:, ID_PIXEL] = torch.arange(count) / 100
+    return Benchmark(
+        name="class-pixels",
+        split="test",
+        class_names=tuple(str(k) for k in range(SCRIPT_CLASSES)),
+        templates={Modality.IMAGE: ("{}",)},
+        data={Modality.IMAGE: ModalityData(x, labels, torch.arange(count), "glyph")},
+    )
+
+
+def test_worst_case_is_the_intersection_of_survivors(monkeypatch) -> None:
+    """Three scripted attacks with known victims: the row counts a sample robust only if no attack broke it,
+    a sample broken twice counts once, and a sample broken in top-1 and top-5 is not attacked again."""
+    count, clean_wrong = 10, {8, 9}
+    scripts = {  # name -> (ids it breaks, whether top-5 falls too)
+        "script-a": ({0, 1}, True),
+        "script-b": ({2, 3, 4}, False),
+        "script-c": ({1, 3, 5}, False),  # 1 and 3 are already broken: only 5 is new
+    }
+    seen: dict[str, list[int]] = {name: [] for name in scripts}
+    for name, (breaks, top5) in scripts.items():
+
+        def factory(threat, *, seed=0, breaks=breaks, top5=top5, log=seen[name]):
+            return _ScriptedBreaker(threat, breaks=breaks, top5=top5, seen=log, seed=seed)
+
+        monkeypatch.setitem(ATTACKS.entries, name, Entry(name, factory))
+    ensemble = Ensemble("scripted", tuple(Member(name, uses_steps=False) for name in scripts))
+    settings = RobustSettings(ensemble=ensemble, square_queries=0, checks=False, batch_size=4)
+    benchmark = _class_pixel_benchmark(count, clean_wrong)
+    (row,) = evaluate_robust(_ClassPixels(), benchmark, [ThreatModel.linf(0.1)], settings=settings)
+
+    broken = set().union(*(breaks for breaks, _ in scripts.values()))
+    survivors = set(range(count)) - clean_wrong - broken
+    assert survivors == {6, 7}
+    assert row["n"] == count and row["clean_top1"] == pytest.approx((count - len(clean_wrong)) / count)
+    assert row["top1"] * count == pytest.approx(len(survivors))
+    assert row["top5"] * count == pytest.approx(count - 2)  # only script-a sank the truth below five others
+    # after each attack: the clean-correct samples that no attack so far has broken
+    assert row["after"] == pytest.approx({"script-a": 6 / count, "script-b": 3 / count, "script-c": 2 / count})
+    assert row["max_norm"] == pytest.approx(STEP)
+    # every sample robust in top-1 or top-5 is attacked; one broken in both is never attacked again
+    assert sorted(seen["script-a"]) == list(range(count))
+    assert sorted(seen["script-b"]) == sorted(set(range(count)) - {0, 1})
+    assert sorted(seen["script-c"]) == sorted(set(range(count)) - {0, 1})

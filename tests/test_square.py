@@ -11,7 +11,7 @@ from torch import nn
 
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.attacks import ThreatModel, create_attack
-from bindguard.attacks.square import Square, from_grid, square_fraction, to_grid
+from bindguard.attacks.square import Square, square_fraction
 from bindguard.encoders.base import Encoder
 from bindguard.encoders.centers import semantic_centers
 from bindguard.encoders.classifier import ClassifierEncoder
@@ -150,8 +150,8 @@ def test_square_fraction_halves_on_the_paper_schedule() -> None:
 def test_grid_view_round_trips(modality: Modality) -> None:
     spec = LinearMultiModal().input_spec(modality)
     x = torch.rand((2, *spec.shape))
-    assert to_grid(x, spec).dim() == 5
-    assert torch.equal(from_grid(to_grid(x, spec), spec), x)
+    assert spec.to_grid(x).dim() == 5
+    assert torch.equal(spec.from_grid(spec.to_grid(x)), x)
 
 
 # --- properties on TinyBind, every modality and norm -----------------------------------------------
@@ -248,7 +248,7 @@ def test_linf_candidate_changes_one_window(modality: Modality) -> None:
     generator = torch.Generator().manual_seed(0)
     delta = attack._start(x, spec, generator)
     fraction = 0.1
-    changed = to_grid((attack._candidate(x, delta, spec, fraction, generator) - delta).abs() > 1e-6, spec)
+    changed = spec.to_grid((attack._candidate(x, delta, spec, fraction, generator) - delta).abs() > 1e-6)
     assert bool(changed.flatten(1).any(1).all()), "a candidate repeated the current perturbation"
     where = changed.any(dim=(1, 2))  # (B, H, W): window positions, shared by channels and frames
     if modality is Modality.POINT:

@@ -67,11 +67,18 @@ def test_clean_zero_shot_accuracy_holds(tinybind, test_benchmark) -> None:
 
 
 def test_semantic_centers_are_cached(tinybind, test_benchmark, tmp_path, monkeypatch) -> None:
+    from bindguard.encoders import centers as centers_module
+
     monkeypatch.setenv("BINDGUARD_CACHE_DIR", str(tmp_path))
     templates = test_benchmark.templates[Modality.IMAGE]
     first = semantic_centers(tinybind, test_benchmark.class_names, templates)
     files = list((tmp_path / "centers").glob("*.safetensors"))
     assert len(files) == 1
+    compute = centers_module.compute_semantic_centers
+    with monkeypatch.context() as patched:  # a cache hit never runs the text tower
+        patched.setattr(centers_module, "compute_semantic_centers", lambda *a, **k: pytest.fail("recomputed"))
+        assert torch.equal(semantic_centers(tinybind, test_benchmark.class_names, templates), first)
+    assert centers_module.compute_semantic_centers is compute
     files[0].write_bytes(b"damaged")  # a damaged cache entry is recomputed, not trusted
     second = semantic_centers(tinybind, test_benchmark.class_names, templates)
     assert torch.allclose(first, second, atol=1e-6)

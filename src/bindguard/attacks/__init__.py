@@ -21,7 +21,7 @@ for _name, _description in {
     "pgd": "projected gradient descent, random start (zero-shot CE)",
     "apgd-ce": "Auto-PGD on zero-shot cross-entropy",
     "apgd-dlr": "Auto-PGD on the scale-invariant DLR loss",
-    "apgd-t": "targeted Auto-PGD (DLR) towards the 3 runner-up classes",
+    "apgd-t": "targeted Auto-PGD (DLR) towards the 3 runner-up classes (at most C - 1)",
     "embed": "label-free: push the embedding away from its clean value (Auto-PGD)",
     "rank": "push the truth below every other class so top-5 falls too (CrossMaxim-style, Auto-PGD)",
     "cross-modal": "targeted: move the input onto a target embedding from another modality (Auto-PGD)",

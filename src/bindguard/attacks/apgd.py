@@ -60,7 +60,7 @@ class APGD(Attack):
 
     def _perturb(
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
-    ) -> tuple[torch.Tensor, int]:
+    ) -> tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor]]:
         best = BestTracker(x)
         passes = 0
         for _ in range(self.restarts):
@@ -133,17 +133,32 @@ class APGD(Attack):
 class APGDTargeted(APGD):
     """APGD with the targeted DLR loss, run once per target: the ``targets`` classes ranked highest after the truth.
 
-    Success is untargeted (top-1 no longer the truth), as in AutoAttack's APGD-T.
+    Success is untargeted (top-1 no longer the truth), as in AutoAttack's APGD-T. A data set of C
+    classes has only C - 1 classes besides the truth, so at most C - 1 targets run
+    (``targets_for``); an evaluation that asked for more can say so with that number.
+
+    Args:
+        threat: norm and relative budget.
+        steps: iterations per restart and target.
+        targets: runner-up classes to target, in order of their clean score; capped at C - 1.
+        restarts: random restarts per target; each sample keeps its best.
+        seed: seeds the random starts.
     """
 
     name = "apgd-t"
 
-    def __init__(self, threat: ThreatModel, *, steps: int = 100, targets: int = 3, restarts: int = 1, seed: int = 0):
+    def __init__(
+        self, threat: ThreatModel, *, steps: int = 100, targets: int = 3, restarts: int = 1, seed: int = 0
+    ) -> None:
         super().__init__(threat, objective=ZeroShotDLR(), steps=steps, restarts=restarts, seed=seed)
         if targets < 1:
             raise ConfigError(f"targets must be at least 1, got {targets}")
         self.targets = targets
         self.targeted_objective = ZeroShotTargetedDLR()
+
+    def targets_for(self, num_classes: int) -> int:
+        """How many targets run on a data set of ``num_classes`` classes: ``targets``, at most C - 1."""
+        return max(0, min(self.targets, num_classes - 1))
 
     def _perturb(
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
@@ -151,10 +166,10 @@ class APGDTargeted(APGD):
         with torch.no_grad():
             scores = forward(x) @ context.centers.T  # (B, C)
         scores = scores.scatter(1, context.labels[:, None], float("-inf"))
-        ranked = scores.argsort(dim=1, descending=True)
+        ranked = scores.argsort(dim=1, descending=True)  # (B, C); the truth last
         best = BestTracker(x)
         passes = x.shape[0]
-        for rank in range(min(self.targets, ranked.shape[1] - 1)):
+        for rank in range(self.targets_for(scores.shape[1])):
             targeted = ObjectiveContext(
                 labels=context.labels,
                 centers=context.centers,
@@ -170,13 +185,3 @@ class APGDTargeted(APGD):
                     forward, self.targeted_objective, x[active], spec, targeted.subset(active), generator, best, active
                 )
         return best.x, passes
-
-
-def apgd_ce(threat: ThreatModel, **options) -> APGD:
-    return APGD(threat, **options)
-
-
-def apgd_dlr(threat: ThreatModel, **options) -> APGD:
-    attack = APGD(threat, objective=ZeroShotDLR(), **options)
-    attack.name = "apgd-dlr"
-    return attack

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -84,7 +84,9 @@ class Attack(ABC):
         if modality is Modality.TEXT:
             raise InvalidInputError("text is discrete; attacks perturb the other modalities' raw inputs")
         spec = encoder.input_spec(modality)
-        clean = spec.validate(x).detach()
+        home = x.device if isinstance(x, torch.Tensor) else None
+        clean = spec.validate(x).detach().to(encoder.device)  # moved batch by batch, handed back where it came from
+        context = _on_device(context, clean.device)
         self.objective.check(context)
         modes = {module: module.training for module in encoder.modules()}  # restored one by one: mixed modes survive
         encoder.eval()
@@ -94,7 +96,7 @@ class Attack(ABC):
             unit_norm = self.objective.unit_norm
 
             def forward(inputs: torch.Tensor) -> torch.Tensor:
-                return encoder.encode_unvalidated(modality, inputs, normalize=unit_norm)
+                return encoder.encode_modality(modality, inputs, normalize=unit_norm, validate=False)
 
             adversarial, passes, *tracked = self._perturb(forward, clean.clone(), spec, context, generator)
             if tracked:  # the attack already evaluated its result with this objective: no extra forward
@@ -110,7 +112,7 @@ class Attack(ABC):
                 module.training = training
         norms = self.threat.norms(adversarial - clean, spec)
         self._check_budget(norms, adversarial, spec)
-        return AttackResult(adversarial.detach(), success, loss, norms, passes)
+        return AttackResult(adversarial.detach().to(home), success.to(home), loss.to(home), norms.to(home), passes)
 
     def _check_budget(self, norms: torch.Tensor, adversarial: torch.Tensor, spec: InputSpec) -> None:
         budget = self.threat.absolute(spec)
@@ -125,6 +127,16 @@ class Attack(ABC):
     ) -> tuple:
         """Return (adversarial inputs, forward passes spent), optionally with a third item
         (loss, success) of the returned inputs under ``self.objective``, which spares a final forward."""
+
+
+def _on_device(context: ObjectiveContext, device: torch.device) -> ObjectiveContext:
+    """The context with every tensor on ``device``."""
+    moved = {
+        name: value.to(device)
+        for name, value in vars(context).items()
+        if isinstance(value, torch.Tensor) and value.device != device
+    }
+    return replace(context, **moved) if moved else context
 
 
 def loss_and_gradient(

@@ -13,10 +13,12 @@ Linf: start from vertical stripes of +-eps; a candidate sets its window to +-eps
 L2: start from a 5x5 tiling of bumps scaled to norm eps; a candidate moves the mass of a second
 window into the first and adds a fresh bump there, keeping the total norm at eps (see ``_mass_moving``).
 
-Every layout is viewed as a grid (B, C, T, H, W) whose windows span H x W and are shared by all
-channels and frames: images, depth and thermal (T = 1), video (one spatio-temporal tube through all
-frames), audio (C = T = H = 1, a contiguous 1-D window of the waveform) and point clouds (C = 3
-coordinates, W = N points, the window being a random subset of points instead of a contiguous run).
+Every input is viewed through its spec's grid (B, C, T, H, W) (``InputSpec.to_grid``), whose windows
+span H x W and are shared by all channels and frames: for images T = 1, for video a window is one
+spatio-temporal tube through all frames, for a waveform (C = T = H = 1) a contiguous run of samples.
+The spec also says how a window is shaped (``window``: a rectangle, or a random subset of W positions
+for unordered point clouds) and whether an L2 budget bounds each position (``per_point_budget``: each
+point moves by at most eps) instead of the whole sample; nothing here asks which modality it runs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import math
 
 import torch
 
-from bindguard._types import Modality
 from bindguard.attacks.base import Attack, BestTracker, Forward
 from bindguard.attacks.threat import ThreatModel
 from bindguard.errors import ConfigError
@@ -71,30 +72,6 @@ def eta(rows: int, cols: int, split_axis: int) -> torch.Tensor:
     halves = (bump(rows // 2, cols), -bump(rows - rows // 2, cols))
     pattern = torch.cat(halves, dim=0)
     return pattern / pattern.norm()
-
-
-def to_grid(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """View a raw batch as (B, C, T, H, W): channels, frames, and the two axes that windows span."""
-    if spec.modality is Modality.VIDEO:
-        return x.transpose(1, 2)  # (B, T, C, H, W) -> (B, C, T, H, W)
-    if spec.modality is Modality.AUDIO:
-        return x[:, None, None, None, :]
-    if spec.modality is Modality.POINT:
-        return x.transpose(1, 2)[:, :, None, None, :]  # (B, N, 3) -> (B, 3, 1, 1, N)
-    return x.unsqueeze(2)
-
-
-def from_grid(grid: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Inverse of ``to_grid``."""
-    if spec.modality is Modality.VIDEO:
-        raw = grid.transpose(1, 2)
-    elif spec.modality is Modality.AUDIO:
-        raw = grid[:, 0, 0, 0, :]
-    elif spec.modality is Modality.POINT:
-        raw = grid[:, :, 0, 0, :].transpose(1, 2)
-    else:
-        raw = grid.squeeze(2)
-    return raw.contiguous()
 
 
 class Square(Attack):
@@ -189,13 +166,13 @@ class Square(Attack):
 
     def _start(self, clean: torch.Tensor, spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
         """A starting perturbation on the boundary of the budget, brought into the domain."""
-        grid = to_grid(clean, spec)
+        grid = spec.to_grid(clean)
         count, channels, _, height, width = grid.shape
         budget = self.threat.absolute(spec)
         if self.threat.norm == "linf":
             # vertical stripes: one sign per channel and column, shared by rows and frames
             start = budget * _random_signs((count, channels, 1, 1, width), generator, clean)
-        elif spec.modality is Modality.POINT:
+        elif spec.per_point_budget:
             # the L2 budget is per point: move every point by eps in a random direction
             start = budget * _unit_directions((count, channels, 1, 1, width), generator, clean)
         else:
@@ -203,7 +180,7 @@ class Square(Attack):
             start = _tiled_bumps(count, channels, height, width, generator, clean).expand_as(grid)
             start = budget * start / start.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1, 1)
         start = start.expand_as(grid)
-        return self.threat.project(clean, from_grid(start, spec), spec)
+        return self.threat.project(clean, spec.from_grid(start), spec)
 
     # --- candidates --------------------------------------------------------------------------
 
@@ -211,9 +188,9 @@ class Square(Attack):
         self, clean: torch.Tensor, delta: torch.Tensor, spec: InputSpec, fraction: float, generator: torch.Generator
     ) -> torch.Tensor:
         """A new perturbation that differs from ``delta`` inside one random window per sample."""
-        if self.threat.norm == "l2" and spec.modality is not Modality.POINT:
-            grid = self._mass_moving(to_grid(delta, spec), self.threat.absolute(spec), fraction, generator)
-            return self.threat.project(clean, from_grid(grid, spec), spec)
+        if self.threat.norm == "l2" and not spec.per_point_budget:
+            grid = self._mass_moving(spec.to_grid(delta), self.threat.absolute(spec), fraction, generator)
+            return self.threat.project(clean, spec.from_grid(grid), spec)
         return self._constant_window(clean, delta, spec, fraction, generator)
 
     def _window_size(self, fraction: float, height: int, width: int) -> tuple[int, int]:
@@ -230,12 +207,13 @@ class Square(Attack):
     def _window_mask(
         self, shape: torch.Size, fraction: float, spec: InputSpec, generator: torch.Generator, like: torch.Tensor
     ) -> torch.Tensor:
-        """(B, 1, 1, H, W) one random window per sample: a rectangle, or for point clouds a subset of points.
+        """(B, 1, 1, H, W) one random window per sample: a rectangle, or a subset of W positions.
 
-        Points are stored in no particular order, so a contiguous run of them would carry no locality.
+        A spec declares ``window="subset"`` when its positions are stored in no particular order (point
+        clouds), so that a contiguous run of them would carry no locality.
         """
         count, _, _, height, width = shape
-        if spec.modality is Modality.POINT:
+        if spec.window == "subset":
             chosen = max(round(fraction * width), 1)
             return _random_subset(count, width, chosen, generator, like).view(count, 1, 1, 1, width)
         return _random_windows(count, height, width, self._window_size(fraction, height, width), generator, like)[0]
@@ -252,19 +230,19 @@ class Square(Attack):
     def _constant_window(
         self, clean: torch.Tensor, delta: torch.Tensor, spec: InputSpec, fraction: float, generator: torch.Generator
     ) -> torch.Tensor:
-        """Set the window to one vertex of the budget per sample (Linf, and L2 on points whose budget is per point).
+        """Set the window to one vertex of the budget per sample (Linf, and L2 where the budget is per point).
 
         A draw that would leave the perturbation unchanged (the window already holds it) is redrawn,
         as in the paper, so no query is wasted on a repeat.
         """
-        grid = to_grid(delta, spec)
+        grid = spec.to_grid(delta)
         mask = self._window_mask(grid.shape, fraction, spec, generator, delta)
         budget = self.threat.absolute(spec)
         vector = self._window_vector(grid.shape[0], grid.shape[1], budget, generator, delta)
 
         def fill(which: torch.Tensor | slice) -> torch.Tensor:
             changed = torch.where(mask[which], vector[which], grid[which])
-            return self.threat.project(clean[which], from_grid(changed, spec), spec)
+            return self.threat.project(clean[which], spec.from_grid(changed), spec)
 
         candidate = fill(slice(None))
         for _ in range(RESAMPLE_ATTEMPTS):

@@ -9,7 +9,6 @@ from fractions import Fraction
 
 import torch
 
-from bindguard._types import Modality
 from bindguard.errors import ConfigError
 from bindguard.modalities import InputSpec
 
@@ -88,7 +87,7 @@ class ThreatModel:
         """(B,) size of each sample's perturbation under this norm (points: worst point for L2)."""
         if self.norm == "linf":
             return delta.flatten(1).abs().amax(1)
-        if spec.modality is Modality.POINT:
+        if spec.per_point_budget:
             return delta.norm(dim=-1).amax(1)
         return delta.flatten(1).norm(dim=1)
 
@@ -97,7 +96,7 @@ class ThreatModel:
         budget = self.absolute(spec)
         if self.norm == "linf":
             delta = delta.clamp(-budget, budget)
-        elif spec.modality is Modality.POINT:
+        elif spec.per_point_budget:
             per_point = delta.norm(dim=-1, keepdim=True)  # (B, N, 1)
             delta = delta * (budget / per_point.clamp(min=budget))
         else:
@@ -109,7 +108,7 @@ class ThreatModel:
         """The steepest-ascent direction of unit size under this norm (sign for Linf, normalised for L2)."""
         if self.norm == "linf":
             return gradient.sign()
-        if spec.modality is Modality.POINT:
+        if spec.per_point_budget:
             return gradient / gradient.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         view = (-1,) + (1,) * (gradient.dim() - 1)
         return gradient / gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
@@ -121,7 +120,7 @@ class ThreatModel:
             delta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * budget
             return spec.clip_delta(x, delta)
         direction = self.ascent(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), spec)
-        radius_shape = x.shape[:2] + (1,) if spec.modality is Modality.POINT else (x.shape[0],) + (1,) * (x.dim() - 1)
+        radius_shape = x.shape[:2] + (1,) if spec.per_point_budget else (x.shape[0],) + (1,) * (x.dim() - 1)
         radius = torch.rand(radius_shape, generator=generator, device=x.device, dtype=x.dtype) * budget
         return spec.clip_delta(x, direction * radius)
 

@@ -7,6 +7,7 @@ A method is one part or several joined with "+", applied in data-flow order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -61,7 +62,11 @@ class Calibration(nn.Module):
 
     Args:
         config: method and sizes.
-        shape, layout, domain: the modality's raw-input spec (for the purifier).
+        shape, domain: the modality's per-sample input shape and (low, high) range (for the purifier).
+        purifier_kind: the denoiser the modality's spec declares (``InputSpec.purifier``), or None
+            when none fits (then the ``purifier`` part is refused).
+        project: the spec's projection back into the domain (``InputSpec.project``), applied after
+            the purifier; default: clamp into ``domain``.
         embed_dim: the shared embedding size (for the head).
         tower: ``{name: tensor}`` of the frozen encoder's parameters this modality uses (for LoRA
             and fine-tuning); LoRA adapts the 2-D and 1x1-convolution weights among them.
@@ -72,20 +77,31 @@ class Calibration(nn.Module):
         config: CalibrationConfig,
         *,
         shape: tuple[int, ...],
-        layout: str,
         domain: tuple[float, float],
         embed_dim: int,
         tower: dict[str, torch.Tensor],
+        purifier_kind: str | None = None,
+        project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         super().__init__()
         self.config = config
         parts = parse_method(config.method)
         options = DEFAULT_OPTIONS | dict(config.options)
-        self.purifier = (
-            Purifier(layout, shape, domain, width=int(options["width"]), noise=float(options["noise"]))
-            if "purifier" in parts
-            else None
-        )
+        self.purifier: Purifier | None = None
+        if "purifier" in parts:
+            if purifier_kind is None:
+                raise ConfigError(
+                    f"no purifier fits the {config.modality} input (its spec declares none); "
+                    "fix: use --method head or lora"
+                )
+            self.purifier = Purifier(
+                purifier_kind,
+                shape,
+                domain,
+                project=project,
+                width=int(options["width"]),
+                noise=float(options["noise"]),
+            )
         self.override: nn.Module | None = None
         if "lora" in parts:
             targets = {name: tuple(t.shape) for name, t in tower.items() if adaptable(name, t)}

@@ -11,10 +11,16 @@ to the domain's range) on every call: randomized smoothing, evaluated with EOT a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from bindguard.errors import ConfigError
+
+# The kinds an ``InputSpec.purifier`` may declare (modalities/base.py: PURIFIERS); calibration sits
+# beside modalities in the layers, so the spec's choice arrives as this plain string.
+PURIFIER_KINDS = ("pixels", "waveform", "points")
 
 
 def _zero_last(layer: nn.Module) -> None:
@@ -76,40 +82,61 @@ class PointPurifier(nn.Module):
         return points + self.displacement(torch.cat([local, summary], -1))
 
 
+def _create_denoiser(kind: str, shape: tuple[int, ...], width: int) -> nn.Module:
+    """The denoiser of ``kind`` for per-sample ``shape``, checked against the shape it needs."""
+    if kind == "points" and len(shape) == 2 and shape[-1] == 3:
+        return PointPurifier(width=max(width, 32))
+    if kind == "waveform" and len(shape) == 1:
+        return WaveformPurifier(width=width)
+    if kind == "pixels" and len(shape) in (3, 4):  # (C, H, W) images, (T, C, H, W) videos
+        return ImagePurifier(shape[-3], width=width)
+    needs = {"points": "(N, 3)", "waveform": "(S,)", "pixels": "(C, H, W) or (T, C, H, W)"}
+    if kind not in needs:
+        raise ConfigError(f"unknown purifier kind {kind!r}; allowed: {', '.join(PURIFIER_KINDS)}")
+    raise ConfigError(f"a {kind!r} purifier needs inputs of shape {needs[kind]} per sample, got {shape}")
+
+
 class Purifier(nn.Module):
     """Optional smoothing noise, the modality's denoiser, then projection back into the domain.
 
     Args:
-        layout, shape: the modality's input layout and per-sample shape (``InputSpec``), which
-            pick the denoiser.
-        domain: (low, high) of the raw input, for the projection and the noise scale.
+        kind: which denoiser, as the modality's spec declares it (``InputSpec.purifier``):
+            ``"pixels"``, ``"waveform"`` or ``"points"``.
+        shape: the per-sample input shape (``InputSpec.shape``), which sizes the denoiser.
+        domain: (low, high) of the raw input, for the noise scale (and the default projection).
+        project: brings a denoised batch back into the domain (``InputSpec.project``); default:
+            clamp into [low, high].
         width: channels of the denoiser.
         noise: Gaussian noise std relative to the domain's range (0: deterministic).
+
+    Raises:
+        ConfigError: for an unknown kind, or a shape the kind's denoiser cannot take.
     """
 
     def __init__(
-        self, layout: str, shape: tuple[int, ...], domain: tuple[float, float], *, width: int = 16, noise: float = 0.0
+        self,
+        kind: str,
+        shape: tuple[int, ...],
+        domain: tuple[float, float],
+        *,
+        project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        width: int = 16,
+        noise: float = 0.0,
     ):
         super().__init__()
-        self.layout, self.noise = layout, float(noise)
+        self.kind, self.noise = kind, float(noise)
         self.low, self.high = float(domain[0]), float(domain[1])
-        if layout == "B,N,3":
-            self.denoiser: nn.Module = PointPurifier(width=max(width, 32))
-        elif len(shape) == 1:
-            self.denoiser = WaveformPurifier(width=width)
-        elif len(shape) in (3, 4):  # (C, H, W) images, (T, C, H, W) videos
-            self.denoiser = ImagePurifier(shape[-3], width=width)
-        else:
-            raise ConfigError(f"no purifier for input layout {layout!r}; use --method head or lora")
+        self.project = project if project is not None else self._clamp
+        self.denoiser = _create_denoiser(kind, tuple(shape), width)
 
     @property
     def randomized(self) -> bool:
         return self.noise > 0
 
+    def _clamp(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.low, self.high)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.noise > 0:
             x = x + torch.randn_like(x) * (self.noise * (self.high - self.low))
-        x = self.denoiser(x)
-        if self.layout == "B,N,3":
-            return x * (1.0 / x.norm(dim=-1, keepdim=True).clamp(min=1.0))
-        return x.clamp(self.low, self.high)
+        return self.project(self.denoiser(x))

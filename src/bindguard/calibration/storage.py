@@ -2,14 +2,27 @@
 
 Tensors are stored as safetensors only: a pickled checkpoint is refused, never loaded. The
 config records the SHA-256 of the tensor file, so a tampered or truncated file is caught before
-any tensor is used. Writes are atomic, tensors first, so an interruption leaves the previous
-calibration whole.
+any tensor is used.
+
+Two files cannot be replaced in one atomic step, so a write goes through a staged tensor file
+named by its checksum, and ``config.json`` is the commit point:
+
+1. the new tensors are written (atomically) to ``model-<sha256[:16]>.safetensors``;
+2. ``config.json`` is replaced (atomically); from here on the folder holds the new calibration;
+3. the staged file is renamed (atomically) onto ``model.safetensors``.
+
+The reader takes the staged file named by the config's checksum where it exists, else
+``model.safetensors``, so an interruption at any point leaves either the previous calibration or
+the new one whole, and a finished write leaves the usual two files. The other files of the folder
+(results, resumable state, checkpoints) are never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +36,13 @@ from bindguard.errors import DataError
 CONFIG_FILE = "config.json"
 TENSOR_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+STAGED_PATTERN = re.compile(r"model-[0-9a-f]{16}\.safetensors")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+def staged_tensor_file(sha256: str) -> str:
+    """The name a write stages tensors of checksum ``sha256`` under, before ``config.json`` commits them."""
+    return f"model-{sha256[:16]}.safetensors"
 
 
 def write_calibrations(
@@ -58,8 +78,13 @@ def write_calibrations(
         "sha256": hashlib.sha256(blob).hexdigest(),
         "modalities": dict(sorted(configs.items())),
     }
-    atomic_write_bytes(directory / TENSOR_FILE, blob)
-    atomic_write_json(directory / CONFIG_FILE, config)
+    staged = directory / staged_tensor_file(config["sha256"])
+    atomic_write_bytes(staged, blob)
+    atomic_write_json(directory / CONFIG_FILE, config)  # the commit point: the new calibration is live
+    os.replace(staged, directory / TENSOR_FILE)
+    for leftover in directory.iterdir():  # staged files of earlier writes that were interrupted before the commit
+        if STAGED_PATTERN.fullmatch(leftover.name):
+            leftover.unlink(missing_ok=True)
     return directory
 
 
@@ -72,7 +97,13 @@ def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfi
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"no calibration folder at {directory}; fix: bindguard calibrate --out {directory}")
-    config_path, tensor_path = directory / CONFIG_FILE, directory / TENSOR_FILE
+    config_path = directory / CONFIG_FILE
+    config = _read_config(directory) if config_path.is_file() else None
+    tensor_path = directory / TENSOR_FILE
+    if config is not None and SHA256_PATTERN.fullmatch(str(config.get("sha256"))):
+        staged = directory / staged_tensor_file(config["sha256"])
+        if staged.is_file():  # a write was interrupted after its commit point: the staged file is the live one
+            tensor_path = staged
     if not tensor_path.is_file():
         pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickled:
@@ -81,15 +112,8 @@ def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfi
                 f"code); fix: save the calibration as {TENSOR_FILE} + {CONFIG_FILE} with bindguard calibrate"
             )
         raise DataError(f"{directory} has no {TENSOR_FILE}; fix: bindguard calibrate --out {directory}")
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError as error:
-        raise DataError(f"{directory} has no {CONFIG_FILE}; fix: bindguard calibrate --out {directory}") from error
-    except (OSError, ValueError) as error:
-        raise DataError(f"{config_path} is corrupt ({error}); fix: calibrate again") from error
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        raise DataError(f"{config_path} is not a bindguard calibration (format {found!r}, expected {FORMAT!r})")
+    if config is None:
+        raise DataError(f"{directory} has no {CONFIG_FILE}; fix: bindguard calibrate --out {directory}")
     blob = tensor_path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != config.get("sha256"):
         raise DataError(
@@ -106,3 +130,20 @@ def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfi
     except (KeyError, TypeError, AttributeError) as error:
         raise DataError(f"{config_path} is missing fields ({error}); fix: calibrate again") from error
     return header, configs, tensors
+
+
+def _read_config(directory: Path) -> dict:
+    """The parsed ``config.json`` of a calibration folder, checked to be one of ours.
+
+    Raises:
+        DataError: for an unreadable, corrupt or foreign file.
+    """
+    config_path = directory / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(f"{config_path} is corrupt ({error}); fix: calibrate again") from error
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else None
+        raise DataError(f"{config_path} is not a bindguard calibration (format {found!r}, expected {FORMAT!r})")
+    return config

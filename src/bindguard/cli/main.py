@@ -10,8 +10,12 @@ from typing import Annotated
 
 import typer
 
+from bindguard.cli.assets import data_build, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
+from bindguard.cli.listing import attacks_list, data_list, models_list
+from bindguard.cli.options import CalibrationOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.report import report_command
+from bindguard.cli.tables import attack_table, terminal_tables
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
@@ -23,6 +27,11 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(tinybind_app, name="tinybind")
 app.add_typer(attacks_app, name="attacks")
+models_app.command("list")(models_list)
+data_app.command("list")(data_list)
+attacks_app.command("list")(attacks_list)
+data_app.command("build")(data_build)
+tinybind_app.command("train")(tinybind_train)
 
 
 @app.callback()
@@ -39,114 +48,6 @@ def main(
 
         handler = RichHandler(console=console, show_path=False, show_time=True)
         logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler], force=True)
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-CalibrationOption = Annotated[
-    Path | None, typer.Option(help="A calibration folder (bindguard calibrate --out) to apply to the model.")
-]
-
-
-@models_app.command("list")
-@user_errors
-def models_list(as_json: JsonOption = False) -> None:
-    """List registered encoders."""
-    from bindguard.encoders import ENCODERS
-
-    rows = [{"name": e.name, "extra": e.extra, "description": e.description} for e in ENCODERS.entries.values()]
-    _print_listing(rows, as_json, "encoders")
-
-
-@data_app.command("list")
-@user_errors
-def data_list(as_json: JsonOption = False) -> None:
-    """List registered data sets."""
-    from bindguard.data import DATASETS
-
-    rows = [{"name": e.name, "extra": e.extra, "description": e.description} for e in DATASETS.entries.values()]
-    _print_listing(rows, as_json, "data sets")
-
-
-@attacks_app.command("list")
-@user_errors
-def attacks_list(as_json: JsonOption = False) -> None:
-    """List registered attacks (and the 'standard' ensemble)."""
-    from bindguard.attacks import ATTACKS
-    from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
-
-    rows = [{"name": e.name, "extra": e.extra, "description": e.description} for e in ATTACKS.entries.values()]
-    rows.append(
-        {
-            "name": "standard",
-            "extra": None,
-            "description": "ensemble: " + ", ".join(STANDARD_ENSEMBLE.attack_names) + " (+ Square check)",
-        }
-    )
-    _print_listing(rows, as_json, "attacks")
-
-
-def _print_listing(rows: list[dict], as_json: bool, title: str) -> None:
-    if as_json:
-        output.print_json(data=rows)
-        return
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("name", "extra", "description"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], row["extra"] or "-", row["description"])
-    output.print(table)
-
-
-@data_app.command("build")
-@user_errors
-def data_build(
-    out: Annotated[
-        Path | None, typer.Option(help="Where to write the spoken-digit archive (default: the package's own asset).")
-    ] = None,
-    quiet: QuietOption = False,
-) -> None:
-    """Rebuild the spoken-digit audio of the built-in benchmark with espeak-ng (needs: apt-get install espeak-ng)."""
-    from bindguard.data.builtin.benchmark import spoken_digits_path
-    from bindguard.data.builtin.spoken_digits import build_spoken_digits
-    from bindguard.errors import DataError
-
-    target = out or spoken_digits_path()
-    with progress_bars(quiet=quiet) as progress:
-        try:
-            count = build_spoken_digits(target, progress=lambda done, total: progress("synthesise", done, total))
-        except RuntimeError as error:  # espeak-ng missing or failing
-            raise DataError(str(error)) from error
-    console.print(f"wrote {count} clips to {target}")
-
-
-@tinybind_app.command("train")
-@user_errors
-def tinybind_train(
-    out: Annotated[Path, typer.Option(help="Where to write the trained parts (.safetensors).")] = Path(
-        "tinybind.safetensors"
-    ),
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed reproduces the same weights.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 60,
-    variants: Annotated[int, typer.Option(min=1, help="Renderings of the training split (augmentations).")] = 4,
-    quiet: QuietOption = False,
-) -> None:
-    """Train TinyBind's projection heads and PointNet (frozen MiniLM and EfficientNet-Lite0)."""
-    from bindguard.errors import ConfigError
-    from bindguard.training.tinybind import TrainRecipe, train_tinybind
-
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out must end in .safetensors, got {out}")
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file path ending in .safetensors")
-    started = time.perf_counter()
-    with progress_bars(quiet=quiet) as progress:
-        model = train_tinybind(TrainRecipe(seed=seed, epochs=epochs, variants=variants), progress=progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_trained(out, recipe=model.recipe)
-    console.print(f"wrote {out} in {time.perf_counter() - started:.0f} s; use it with --weights {out}")
 
 
 @app.command("eval")
@@ -178,29 +79,38 @@ def evaluate(
     checks: Annotated[
         bool, typer.Option(help="Run the sanity checks (more steps, large eps, gradients, determinism).")
     ] = True,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Evaluate zero-shot classification and retrieval, clean and (with --attacks) under attack.
 
     Robust rows are the per-sample worst case over the ensemble; an interrupted run resumes
-    from OUT/state when the same command is run again.
+    from OUT/state when the same command is run again. Python: bindguard.evaluate(...).
     """
-    robust = _robust_settings(attacks, eps, norm, steps, square_queries, checks, batch_size, seed)
-    results = _run_evaluation(
-        out=out,
-        model=model,
-        data=data,
-        modalities=modalities,
-        n=n,
-        batch_size=batch_size,
-        seed=seed,
-        weights=weights,
-        quiet=quiet,
-        robust=robust,
-        calibration=calibration,
-    )
-    _show(results, as_json)
+    from bindguard.pipeline import evaluate as run_evaluation
+
+    with progress_bars(quiet=quiet) as progress:
+        results = run_evaluation(
+            model,
+            data,
+            attacks=attacks,
+            eps=eps,
+            norm=norm,
+            n=n,
+            modalities=modalities,
+            steps=steps,
+            square_queries=square_queries,
+            checks=checks,
+            batch_size=batch_size,
+            seed=seed,
+            weights=weights,
+            calibration=calibration,
+            device=device,
+            out=out,
+            progress=progress,
+        )
+    show_results(results.to_dict(), as_json)
     console.print(f"results: {out / 'results.json'}")
 
 
@@ -222,60 +132,33 @@ def attack(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use.")] = None,
     calibration: CalibrationOption = None,
+    device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Attack a few samples and save clean and adversarial inputs for inspection."""
+    """Attack a few samples and save clean and adversarial inputs for inspection. Python: bindguard.attack_samples(...)."""
+    from bindguard.pipeline import attack_samples
 
-    from bindguard._types import Modality
-    from bindguard.attacks import ThreatModel, create_attack
-    from bindguard.data import load_dataset
-    from bindguard.encoders import create_encoder
-    from bindguard.errors import ConfigError
-    from bindguard.evaluation.examples import attack_examples, write_examples
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
-    chosen = Modality.parse(modality)
-    threat = ThreatModel.parse(norm, eps)
-    options = {"queries": steps} if attack_name == "square" else ({} if attack_name == "fgsm" else {"steps": steps})
-    attacker = create_attack(attack_name, threat=threat, seed=seed, **options)
-    encoder = create_encoder(model, calibration=calibration, **({"weights": weights} if weights else {}))
-    if getattr(encoder, "randomized", False):
-        from bindguard.encoders.expectation import ExpectationEncoder
-
-        encoder = ExpectationEncoder(encoder)  # EOT: attack the expected embedding of a randomized model
-    encoder.check_modality(chosen)
-    target = Modality.parse(target_modality) if attack_name == "cross-modal" else None
-    benchmark = load_dataset(data, split="test", modalities=[chosen] + ([target] if target else []), limit=n)
-    tensors, outcome = attack_examples(encoder, benchmark, chosen, attacker, target_modality=target)
-    summary = {"model": model, "calibration": str(calibration) if calibration else None, "data": data}
-    summary |= outcome | {"attack": attack_name, "steps": steps, "seed": seed}
-    path = write_examples(out, tensors, summary)
-    batch = benchmark.data[chosen]
-    clean_prediction, adversarial_prediction = tensors["clean_prediction"], tensors["adversarial_prediction"]
-    result_norms = tensors["norms"]
+    attacked = attack_samples(
+        model,
+        data,
+        modality=modality,
+        attack=attack_name,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        n=n,
+        target_modality=target_modality,
+        seed=seed,
+        weights=weights,
+        calibration=calibration,
+        device=device,
+        out=out,
+    )
     if as_json:
-        output.print_json(data=summary | {"file": str(path)})
+        output.print_json(data=attacked.summary | {"file": str(attacked.path)})
         return
-    from rich.table import Table
-
-    table = Table(title=f"{attack_name} on {model} {chosen.value}, {threat}, {steps} steps")
-    for column in ("sample", "label", "clean", "adversarial", "‖δ‖"):
-        table.add_column(column, justify="right")
-    names = benchmark.class_names
-    for index in range(len(batch)):
-        fooled = int(adversarial_prediction[index]) != int(batch.labels[index])
-        table.add_row(
-            str(index),
-            names[int(batch.labels[index])],
-            names[int(clean_prediction[index])],
-            f"[red]{names[int(adversarial_prediction[index])]}[/]"
-            if fooled
-            else names[int(adversarial_prediction[index])],
-            f"{float(result_norms[index]):.4g}",
-        )
-    output.print(table)
-    console.print(f"saved {path} (clean, adversarial, labels, predictions, norms)")
+    output.print(attack_table(attacked))
+    console.print(f"saved {attacked.path} (clean, adversarial, labels, predictions, norms)")
 
 
 app.command("calibrate")(calibrate_command)
@@ -296,239 +179,34 @@ def demo(
     """The main job on the embedded default, TinyBind on the built-in benchmark, all six modalities:
     clean evaluation, the standard attack ensemble at 1/255, 2/255 and 4/255 (Linf), calibration of
     every modality with the default method at 4/255, evaluation after it (transfer and adaptive),
-    and a report (OUT/report.html). Rerunning an interrupted demo resumes it."""
-    from bindguard.cli.calibrate import run_calibration
-    from bindguard.evaluation.results import write_results
-    from bindguard.training.calibrate import CalibrationRecipe
+    and a report (OUT/report.html). Rerunning an interrupted demo resumes it. Python: bindguard.run_demo(...)."""
+    from bindguard.pipeline import run_demo
 
     started = time.perf_counter()
-    robust = _robust_settings(
-        "standard",
-        "1/255,2/255,4/255",
-        "linf",
-        5 if quick else 10,
-        20 if quick else 100,
-        True,
-        64,
-        0,
-        check_samples=4 if quick else 8,
-    )
-    samples = 16 if quick else 60
-    results = _run_evaluation(
-        out=out,
-        model="tinybind",
-        data="builtin",
-        modalities="all",
-        n=samples,
-        batch_size=64,
-        seed=0,
-        weights=None,
-        quiet=quiet,
-        robust=robust,
-    )
-    _save_demo_examples(out / "examples", quick=quick)
-    # a shortened run of the default recipe; `bindguard calibrate` trains the full one
-    recipe = CalibrationRecipe(epochs=1 if quick else DEMO_EPOCHS)
-    calibration = run_calibration(
-        out=out / "calibration",
-        model="tinybind",
-        data="builtin",
-        modalities="all",
-        recipe=recipe,
-        limit=64 if quick else DEMO_TRAIN_SAMPLES,
-        evaluation={
-            "n": samples,
-            "steps": 5 if quick else 10,
-            "square_queries": 20 if quick else 100,
-            "checks": True,
-        },
-        weights=None,
-        quiet=quiet,
-        check_samples=4 if quick else 8,
-    )
-    results["rows"] += calibration["rows"]
-    results["settings"]["calibration"] = calibration["settings"]
-    write_results(out, results)
-    from bindguard.reports import build_report
-
     with progress_bars(quiet=quiet) as progress:
-        report = build_report(out, progress=progress)
-    _show(results, as_json)
+        outcome = run_demo(out, quick=quick, progress=progress)
+    show_results(outcome.results.to_dict(), as_json)
     if not as_json:
-        from bindguard.cli.calibrate import show_calibration
-
-        show_calibration(calibration, False)
+        plan = outcome.plan
         console.print(
-            f"The demo calibrates with a shortened recipe ({1 if quick else DEMO_EPOCHS} epoch(s) on "
-            f"{64 if quick else DEMO_TRAIN_SAMPLES} samples per modality) to fit in minutes; it is far from what the "
-            "full recipe reaches. `bindguard calibrate --out CAL` (about 11 minutes of training on 2 cores) gains 40 to 56 points "
-            "of adaptive robust top-1 at 4/255 on image, video, depth and thermal (see the README).",
+            f"The demo calibrates with a shortened recipe ({plan.calibration_epochs} epoch(s) on "
+            f"{plan.calibration_samples} samples per modality) to fit in minutes; it is far from what the full "
+            "recipe reaches. `bindguard calibrate --out CAL` trains the full one; the README's calibration table "
+            "shows what it measured and the command that made it.",
             highlight=False,
         )
     console.print(
-        f"demo finished in {time.perf_counter() - started:.0f} s; report: {report.resolve().as_uri()}",
+        f"demo finished in {time.perf_counter() - started:.0f} s; report: {outcome.report.resolve().as_uri()}",
         highlight=False,
         soft_wrap=True,
     )
 
 
-DEMO_EPOCHS = 2
-DEMO_TRAIN_SAMPLES = 384
-
-
-def _save_demo_examples(directory: Path, *, quick: bool) -> None:
-    """A few APGD-CE examples per modality at 4/255 for the report's pictures."""
-    from bindguard._types import PERCEPTUAL_MODALITIES
-    from bindguard.attacks import ThreatModel, create_attack
-    from bindguard.data import load_dataset
-    from bindguard.encoders import create_encoder
-    from bindguard.evaluation.examples import attack_examples, write_examples
-
-    encoder = create_encoder("tinybind")
-    benchmark = load_dataset("builtin", split="test", limit=3)
-    attack = create_attack("apgd-ce", threat=ThreatModel.linf("4/255"), steps=5 if quick else 20)
-    for modality in PERCEPTUAL_MODALITIES:
-        tensors, summary = attack_examples(encoder, benchmark, modality, attack)
-        write_examples(directory, tensors, summary | {"model": "tinybind", "steps": attack.steps})
-
-
-def _run_evaluation(
-    *,
-    out: Path,
-    model: str,
-    data: str,
-    modalities: str,
-    n: int | None,
-    batch_size: int,
-    seed: int,
-    weights: Path | None,
-    quiet: bool,
-    robust: tuple | None = None,
-    calibration: Path | None = None,
-) -> dict:
-    import torch
-
-    from bindguard._types import PERCEPTUAL_MODALITIES, parse_modalities
-    from bindguard.data import DATASETS, load_dataset
-    from bindguard.encoders import ENCODERS, create_encoder
-    from bindguard.errors import ConfigError, DataError
-    from bindguard.evaluation.clean import evaluate_clean
-    from bindguard.evaluation.results import make_results, write_results
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
-    ENCODERS.get(model)  # fail on unknown names before any slow work
-    if not data.endswith(".safetensors"):
-        DATASETS.get(data)
-    chosen = parse_modalities(modalities, available=PERCEPTUAL_MODALITIES)
-    torch.manual_seed(seed)
-    options = {"weights": weights} if weights is not None else {}
-    with progress_bars(quiet=quiet) as progress:
-        encoder = create_encoder(model, calibration=calibration, **options)
-        if getattr(encoder, "randomized", False):
-            from bindguard.encoders.expectation import ExpectationEncoder
-
-            encoder = ExpectationEncoder(encoder)  # EOT: attack the expected embedding of a randomized model
-        chosen = parse_modalities(
-            [m.value for m in chosen], available=tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
-        )
-        benchmark = load_dataset(data, split="test", modalities=chosen, limit=n)
-        absent = [m.value for m in chosen if m not in benchmark.data]
-        if absent and modalities.strip().lower() != "all":
-            raise DataError(
-                f"data {data!r} has no {', '.join(absent)} samples; choose from: {', '.join(m.value for m in benchmark.modalities)}"
-            )
-        chosen = [m for m in chosen if m in benchmark.data]
-        rows = evaluate_clean(encoder, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
-        if robust is not None:
-            from bindguard.evaluation.robust import evaluate_robust
-
-            threats, settings = robust
-            run_config = {
-                "model": model,
-                "weights": str(weights),
-                "data": data,
-                "n": n,
-                "calibration": str(calibration),
-            }
-            rows += evaluate_robust(
-                encoder,
-                benchmark,
-                threats,
-                modalities=chosen,
-                settings=settings,
-                state_directory=out / "state",
-                run_config=run_config,
-                progress=progress,
-            )
-    settings = {
-        "robust": None
-        if robust is None
-        else {
-            "ensemble": robust[1].ensemble.name,
-            "attacks": robust[1].ensemble.attack_names,
-            "steps": robust[1].steps,
-            "square_queries": robust[1].square_queries,
-            "checks": robust[1].checks,
-            "threats": [str(t) for t in robust[0]],
-        },
-        "modalities": [m.value for m in chosen],
-        "n": n,
-        "split": "test",
-        "weights": str(weights) if weights else "shipped",
-        "calibration": str(calibration) if calibration else None,
-    }
-    results = make_results(model=model, data=data, seed=seed, rows=rows, settings=settings)
-    write_results(out, results)
-    return results
-
-
-def _robust_settings(
-    attacks: str | None,
-    eps: str,
-    norm: str,
-    steps: int,
-    square_queries: int,
-    checks: bool,
-    batch_size: int,
-    seed: int,
-    *,
-    check_samples: int = 32,
-) -> tuple | None:
-    """Parse the attack options up front, so bad values fail before any slow work."""
-    if attacks is None:
-        return None
-    from bindguard.attacks import ThreatModel
-    from bindguard.errors import ConfigError
-    from bindguard.evaluation.ensemble import parse_ensemble
-    from bindguard.evaluation.robust import RobustSettings
-
-    ensemble = parse_ensemble(attacks)
-    budgets = [part for part in eps.split(",") if part.strip()]
-    if not budgets:
-        raise ConfigError("--eps is empty; give budgets such as 1/255,2/255,4/255")
-    threats = [ThreatModel.parse(norm, budget) for budget in budgets]
-    for member in ensemble.members:
-        member.build(threats[0], steps=max(steps, 2), seed=seed)  # unsupported norms fail here, by name
-    settings = RobustSettings(
-        ensemble=ensemble,
-        steps=steps,
-        square_queries=square_queries,
-        checks=checks,
-        check_samples=check_samples,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    return threats, settings
-
-
-def _show(results: dict, as_json: bool) -> None:
+def show_results(results: dict, as_json: bool) -> None:
     if as_json:
         output.print(json.dumps(results, indent=2), highlight=False, soft_wrap=True)
         return
-    from bindguard.cli.tables import results_tables
-
-    for table in results_tables(results):
+    for table in terminal_tables(results):
         output.print(table)
 
 

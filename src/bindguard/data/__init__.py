@@ -19,7 +19,11 @@ DATASETS.register(
 def load_dataset(name: str, /, **options: Any) -> Benchmark:
     """Load a registered data set by name (``load_dataset("builtin", split="test")``) or a user file.
 
-    A name ending in ``.safetensors`` is read as a user data file (see ``data.tensor_file``).
+    Options go to the data set's loader: for ``"builtin"`` see ``load_builtin``, including
+    ``shapes`` and ``sample_rate`` to render at an encoder's input sizes
+    (``load_dataset("builtin", shapes={Modality.IMAGE: (3, 224, 224)}, sample_rate=48_000)``).
+    A name ending in ``.safetensors`` is read as a user data file (see ``data.tensor_file``); its
+    tensors have the sizes they were saved with, so ``shapes`` and ``sample_rate`` are ignored.
     """
     if name.endswith(".safetensors"):
         from bindguard.data.tensor_file import load_tensor_file

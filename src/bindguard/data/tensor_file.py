@@ -39,9 +39,14 @@ def load_tensor_file(
     *,
     modalities: list[Modality] | tuple[Modality, ...] = PERCEPTUAL_MODALITIES,
     limit: int | None = None,
+    shapes: object = None,
+    sample_rate: object = None,
     **_: object,
 ) -> Benchmark:
     """Load a user data file into a ``Benchmark`` with one split (``"test"``).
+
+    ``shapes`` and ``sample_rate`` (the built-in benchmark's rendering sizes) are accepted and
+    ignored: a file's tensors already have their sizes, and the encoder's spec checks them.
 
     Raises:
         DataError: for a missing, corrupt or malformed file, labels that do not match the inputs,

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from bindguard._types import Modality
 from bindguard.calibration import Calibration, CalibrationConfig, read_calibrations, write_calibrations
-from bindguard.encoders.base import Encoder, state_mismatch
+from bindguard.encoders.base import Encoder, fingerprint_tensors, state_mismatch
 from bindguard.errors import DataError
 from bindguard.modalities import InputSpec
 
@@ -34,11 +34,7 @@ class _Embedder(nn.Module):
 
 def encoder_parameters(encoder: Encoder) -> int:
     """All parameters of the encoder, text tower included (the 1% budget is relative to this)."""
-    text = getattr(encoder, "text_tower", None)  # towers built lazily are built here, to be counted
-    count = sum(p.numel() for p in encoder.parameters())
-    if isinstance(text, nn.Module) and not any(text is m for m in encoder.modules()):
-        count += sum(p.numel() for p in text.parameters())
-    return count
+    return encoder.num_parameters()
 
 
 def tower_parameters(encoder: Encoder, modality: Modality) -> dict[str, torch.Tensor]:
@@ -59,7 +55,7 @@ def tower_parameters(encoder: Encoder, modality: Modality) -> dict[str, torch.Te
         for _, parameter in named:
             parameter.requires_grad_(True)
         with torch.enable_grad():
-            output = encoder._embed(modality, probe)
+            output = encoder.encode_modality(modality, probe, normalize=False, validate=False)
             gradients = torch.autograd.grad(output.square().sum(), [p for _, p in named], allow_unused=True)
     finally:
         for (_, parameter), flag in zip(named, flags, strict=True):
@@ -78,10 +74,11 @@ def build_calibration(encoder: Encoder, config: CalibrationConfig) -> Calibratio
     return Calibration(
         config,
         shape=spec.shape,
-        layout=spec.layout,
         domain=spec.domain,
         embed_dim=encoder.embed_dim,
         tower={name: t.detach() for name, t in tower.items()},
+        purifier_kind=spec.purifier,
+        project=spec.project,
     ).to(next(encoder.parameters()).device)
 
 
@@ -92,7 +89,6 @@ class CalibratedEncoder(Encoder):
         super().__init__()
         self.base = base
         self.name = base.name
-        self.text_identity = getattr(base, "text_identity", base.name)  # same text tower, same centers
         self.modalities = base.modalities
         self.embed_dim = base.embed_dim
         self.calibrations = nn.ModuleDict({Modality.parse(m).value: c for m, c in calibrations.items()})
@@ -103,8 +99,23 @@ class CalibratedEncoder(Encoder):
         return self.base.input_spec(modality)
 
     @property
+    def identity(self) -> str:
+        """The base's identity plus a fingerprint of the calibration tensors (recomputed: they train)."""
+        return f"{self.base.identity}+calibration@{fingerprint_tensors(self.calibrations.state_dict())}"
+
+    @property
+    def text_identity(self) -> str:
+        return self.base.text_identity  # text is never calibrated: same tower, same centers
+
+    def logit_scale(self, modality: Modality | str) -> float:
+        return self.base.logit_scale(modality)
+
+    def num_parameters(self) -> int:
+        return self.base.num_parameters() + sum(p.numel() for p in self.calibrations.parameters())
+
+    @property
     def randomized(self) -> bool:
-        return any(c.randomized for c in self.calibrations.values())
+        return self.base.randomized or any(c.randomized for c in self.calibrations.values())
 
     def calibration_of(self, modality: Modality) -> Calibration | None:
         """The modality's calibration, or None (an ``nn.ModuleDict`` has no ``.get``)."""
@@ -143,9 +154,9 @@ class CalibratedEncoder(Encoder):
         """Write the calibrations as ``config.json`` + ``model.safetensors`` (see ``from_pretrained``)."""
         return write_calibrations(
             directory,
-            encoder=self.name,
+            encoder=self.base.identity,
             embed_dim=self.embed_dim,
-            encoder_parameters=encoder_parameters(self.base),
+            encoder_parameters=self.base.num_parameters(),
             modules=dict(self.calibrations.items()),
         )
 
@@ -158,11 +169,7 @@ class CalibratedEncoder(Encoder):
                 missing, pickled, corrupt or tampered files.
         """
         header, configs, tensors = read_calibrations(directory)
-        if header["encoder"] != base.name:
-            raise DataError(
-                f"calibration {directory} was made for encoder {header['encoder']!r}, not {base.name!r}; "
-                f"fix: use --model {header['encoder']} or calibrate {base.name}"
-            )
+        check_made_for(base, header["encoder"], directory)
         if header["embed_dim"] != base.embed_dim:
             raise DataError(
                 f"calibration {directory} is for {header['embed_dim']}-d embeddings; {base.name} has {base.embed_dim}"
@@ -184,6 +191,28 @@ class CalibratedEncoder(Encoder):
             module.requires_grad_(False)
             calibrations[Modality.parse(modality)] = module.eval()
         return cls(base, calibrations)
+
+
+def check_made_for(base: Encoder, recorded: str, directory: Path) -> None:
+    """Refuse a calibration recorded for another encoder or other weights behind the same name.
+
+    ``recorded`` is the identity written at save time (``name@fingerprint``); folders written before
+    identities existed record the name alone, and are checked by name.
+
+    Raises:
+        DataError: naming both encoders and the fix.
+    """
+    name = recorded.partition("@")[0]
+    if name != base.name:
+        raise DataError(
+            f"calibration {directory} was made for encoder {name!r}, not {base.name!r}; "
+            f"fix: use --model {name} or calibrate {base.name}"
+        )
+    if "@" in recorded and recorded != base.identity:
+        raise DataError(
+            f"calibration {directory} was made for {recorded}, other weights than the loaded {base.identity}; "
+            "fix: load the weights it was made for (--weights), or calibrate these"
+        )
 
 
 def _prefixed(override: nn.Module, originals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -24,8 +24,7 @@ def cache_directory() -> Path:
 
 
 def _cache_key(encoder: Encoder, class_names: Sequence[str], templates: Sequence[str]) -> str:
-    identity = getattr(encoder, "text_identity", encoder.name)
-    blob = json.dumps({"encoder": identity, "classes": list(class_names), "templates": list(templates)})
+    blob = json.dumps({"encoder": encoder.text_identity, "classes": list(class_names), "templates": list(templates)})
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -7,6 +7,7 @@ Trained parts, shipped as safetensors: one projection head per modality and a sm
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +38,9 @@ TRUNK_MODALITIES = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO, Modality.DEP
 # 10.5 ms per clip in one piece and 6.8 ms in chunks of 64 frames. The function is the same;
 # without gradients nothing changes (so `tinybind train`'s cached features, and its weights, are as before).
 GRADIENT_CHUNK = 64
+# The scale of TinyBind's training loss (bindguard.training.tinybind.TrainRecipe), for weights whose
+# metadata does not record it: the centers are close (cosine ~0.8), so CLIP's 100 would be far too sharp.
+DEFAULT_TRAINING_LOGIT_SCALE = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,6 @@ class TinyBind(Encoder):
     """The embedded default. Build it with ``create_encoder("tinybind")``."""
 
     name = "tinybind"
-    text_identity = "sentence-transformers/all-MiniLM-L6-v2:mean-pool"  # keys the semantic-center cache
     modalities = (*TRUNK_MODALITIES, Modality.POINT, Modality.TEXT)
 
     def __init__(self, config: TinyBindConfig | None = None, *, trunk: VisionTrunk | None = None):
@@ -79,6 +82,7 @@ class TinyBind(Encoder):
         self.register_buffer("audio_mean", torch.zeros(()))
         self.register_buffer("audio_std", torch.ones(()))
         self._text: MiniLMText | None = None  # loaded on first use: it is the slowest part to build
+        self.recipe: dict = {}
         self._specs = {
             Modality.IMAGE: image_spec(config.canvas, config.canvas),
             Modality.VIDEO: video_spec(config.frames, config.canvas, config.canvas),
@@ -87,6 +91,26 @@ class TinyBind(Encoder):
             Modality.DEPTH: depth_spec(config.canvas, config.canvas),
             Modality.THERMAL: thermal_spec(config.canvas, config.canvas),
         }
+
+    @property
+    def text_identity(self) -> str:
+        # the text tower is the packaged MiniLM whatever trained parts are loaded: one center cache for all
+        return "sentence-transformers/all-MiniLM-L6-v2:mean-pool"
+
+    def weights_fingerprint(self) -> str:
+        """The hash of the trained-parts file loaded (the frozen pretrained parts come from pinned packages)."""
+        return self.__dict__.get("_fingerprint") or super().weights_fingerprint()
+
+    def logit_scale(self, modality: Modality | str) -> float:
+        """The scale TinyBind's heads were trained with (``TrainRecipe.logit_scale``, in the weights' recipe)."""
+        self.check_modality(modality)
+        return float(self.recipe.get("logit_scale", DEFAULT_TRAINING_LOGIT_SCALE))
+
+    def num_parameters(self) -> int:
+        """Every parameter, the lazily built text tower included (it is built here to be counted)."""
+        text = self.text_tower
+        own = sum(p.numel() for name, p in self.named_parameters() if not name.startswith("_text."))
+        return own + sum(p.numel() for p in text.parameters())
 
     def input_spec(self, modality: Modality) -> InputSpec:
         modality = self.check_modality(modality)
@@ -191,6 +215,7 @@ class TinyBind(Encoder):
         )
         self.audio_mean.copy_(state["audio_mean"])
         self.audio_std.copy_(state["audio_std"])
+        self.__dict__["_fingerprint"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         return json.loads(metadata.get("recipe", "{}"))
 
 

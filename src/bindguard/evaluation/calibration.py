@@ -20,9 +20,9 @@ from bindguard._types import Modality
 from bindguard.attacks import ThreatModel
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
-from bindguard.encoders.calibrated import CalibratedEncoder, encoder_parameters
+from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.encoders.centers import semantic_centers
-from bindguard.encoders.expectation import ExpectationEncoder
+from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
 from bindguard.evaluation.clean import embed_all
 from bindguard.evaluation.metrics import recall_at_k, wilson_interval
 from bindguard.evaluation.robust import (
@@ -35,8 +35,6 @@ from bindguard.evaluation.robust import (
     evaluate_robust,
 )
 from bindguard.objectives import ObjectiveContext
-
-EOT_SAMPLES = 8
 
 
 def _mean(hits: torch.Tensor) -> float:
@@ -60,7 +58,7 @@ def transfer_worst_cases(
 ) -> tuple[WorstCase, WorstCase]:
     """(worst case of ``base``, worst case of ``calibrated`` on the same examples), over the ensemble."""
     clean = embed_all(base, modality, x, batch_size=settings.batch_size)
-    context = ObjectiveContext(labels=labels, centers=centers, clean=clean)
+    context = ObjectiveContext(labels=labels, centers=centers, clean=clean, logit_scale=base.logit_scale(modality))
     before = WorstCase(*_hits(clean @ centers.T, labels))
     transfer = WorstCase(*_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
     everything = torch.arange(len(x))
@@ -125,7 +123,7 @@ def evaluate_calibration(
     """
     settings = settings or RobustSettings()
     chosen = [m for m in (modalities or benchmark.modalities) if m.value in calibrated.calibrations]
-    attacked: Encoder = ExpectationEncoder(calibrated, EOT_SAMPLES) if calibrated.randomized else calibrated
+    attacked = with_expectation(calibrated)
     robust_rows = evaluate_robust(
         attacked,
         benchmark,
@@ -136,7 +134,7 @@ def evaluate_calibration(
         run_config=(run_config or {}) | {"calibrated": True},
         progress=progress,
     )
-    total = encoder_parameters(base)
+    total = base.num_parameters()
     rows = []
     for modality, robust in zip(chosen, robust_rows, strict=True):
         data = benchmark.data[modality]

@@ -33,12 +33,14 @@ class Certificate:
 @torch.no_grad()
 def _counts(encoder, modality, x, centers, draws: int, batch_size: int) -> torch.Tensor:
     counts = torch.zeros(x.shape[0], centers.shape[0], dtype=torch.long)
+    device = encoder.device
+    centers = centers.to(device)
     for start in range(0, draws, batch_size):
         repeats = min(batch_size, draws - start)
         for index in range(x.shape[0]):
-            noisy = x[index : index + 1].expand(repeats, *x.shape[1:])
-            votes = (encoder.encode_unvalidated(modality, noisy) @ centers.T).argmax(1)
-            counts[index] += torch.bincount(votes, minlength=centers.shape[0])
+            noisy = x[index : index + 1].to(device).expand(repeats, *x.shape[1:])
+            votes = (encoder.encode_modality(modality, noisy, validate=False) @ centers.T).argmax(1)
+            counts[index] += torch.bincount(votes, minlength=centers.shape[0]).cpu()
     return counts
 
 

@@ -26,7 +26,7 @@ def embed_all(
     progress: Progress | None = None,
 ) -> torch.Tensor:
     """(N, D) unit-norm embeddings of a whole modality, in batches."""
-    device = next(encoder.parameters()).device
+    device = encoder.device
     chunks = []
     for start in range(0, len(inputs), batch_size):
         chunks.append(encoder.encode_modality(modality, inputs[start : start + batch_size].to(device)).cpu())

@@ -18,6 +18,7 @@ from bindguard.attacks import Attack
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
+from bindguard.evaluation.clean import embed_all
 from bindguard.objectives import ObjectiveContext
 
 
@@ -32,18 +33,21 @@ def attack_examples(
     """Attack every sample of ``benchmark``'s ``modality``; returns (tensors, outcome summary)."""
     batch = benchmark.data[modality]
     centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])
-    with torch.no_grad():
-        clean_embedding = encoder.encode_modality(modality, batch.inputs)
+    clean_embedding = embed_all(encoder, modality, batch.inputs)
     target = None
     if target_modality is not None:
         source = benchmark.data[target_modality]
         order = torch.roll(torch.arange(len(source)), 1)[: len(batch)]  # another sample, usually another class
-        with torch.no_grad():
-            target = encoder.encode_modality(target_modality, source.inputs[order])
-    context = ObjectiveContext(labels=batch.labels, centers=centers, clean=clean_embedding, target=target)
+        target = embed_all(encoder, target_modality, source.inputs[order])
+    context = ObjectiveContext(
+        labels=batch.labels,
+        centers=centers,
+        clean=clean_embedding,
+        target=target,
+        logit_scale=encoder.logit_scale(modality),
+    )
     result = attack.run(encoder, modality, batch.inputs, context)
-    with torch.no_grad():
-        adversarial_prediction = (encoder.encode_modality(modality, result.adversarial) @ centers.T).argmax(1)
+    adversarial_prediction = (embed_all(encoder, modality, result.adversarial) @ centers.T).argmax(1)
     clean_prediction = (clean_embedding @ centers.T).argmax(1)
     tensors = {
         "clean": batch.inputs.contiguous(),

@@ -41,12 +41,14 @@ class SanityChecker:
         centers: torch.Tensor,
         settings: RobustSettings,
     ):
+        from bindguard.evaluation.clean import embed_all
+
         self.encoder, self.modality, self.settings = encoder, modality, settings
-        with torch.no_grad():
-            correct = (encoder.encode_modality(modality, x).__matmul__(centers.T)).argmax(1) == labels
+        correct = (embed_all(encoder, modality, x, batch_size=settings.batch_size) @ centers.T).argmax(1) == labels
         chosen = torch.nonzero(correct).flatten()[: settings.check_samples]
         self.x, self.labels, self.centers = x[chosen], labels[chosen], centers
-        self.context = ObjectiveContext(labels=self.labels, centers=centers)
+        self.scale = encoder.logit_scale(modality)
+        self.context = ObjectiveContext(labels=self.labels, centers=centers, logit_scale=self.scale)
         self.modality_checks = self._modality_checks() if len(chosen) else {}
 
     def _accuracy_after(self, attack_name: str, threat: ThreatModel, steps: int) -> float:
@@ -55,12 +57,13 @@ class SanityChecker:
         return 1.0 - float(result.success.float().mean())
 
     def _modality_checks(self) -> dict:
+        device = self.encoder.device
         with torch.no_grad():
-            first = self.encoder.encode_modality(self.modality, self.x)
-            second = self.encoder.encode_modality(self.modality, self.x)
-        x = self.x.clone().requires_grad_(True)
-        logits = 100.0 * self.encoder.encode_modality(self.modality, x) @ self.centers.T
-        (gradient,) = torch.autograd.grad(F.cross_entropy(logits, self.labels, reduction="sum"), x)
+            first = self.encoder.encode_modality(self.modality, self.x.to(device))
+            second = self.encoder.encode_modality(self.modality, self.x.to(device))
+        x = self.x.to(device).requires_grad_(True)
+        logits = self.scale * self.encoder.encode_modality(self.modality, x) @ self.centers.to(device).T
+        (gradient,) = torch.autograd.grad(F.cross_entropy(logits, self.labels.to(device), reduction="sum"), x)
         zero = (gradient.flatten(1).abs().amax(1) == 0).float().mean()
         large = ThreatModel("linf", LARGE_EPS)
         return {

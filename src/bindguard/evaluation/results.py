@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bindguard._io import atomic_write_json
 from bindguard.errors import DataError
+from bindguard.evaluation.rows import AnyRow, CalibrationRow, RetrievalRow, RobustRow, ZeroShotRow, row_from_dict
 
 SCHEMA_VERSION = 1
 
@@ -63,3 +65,83 @@ def read_results(path: Path) -> dict:
     if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION or "rows" not in results:
         raise DataError(f"{path} is not a bindguard results file of schema {SCHEMA_VERSION}")
     return results
+
+
+@dataclass
+class Results:
+    """What a run measured: typed rows plus the run's identity and settings.
+
+    ``to_dict()`` is the schema-versioned ``results.json`` content; ``write(directory)`` writes it
+    atomically; ``Results.read(path)`` reads any file of this schema back.
+
+    Attributes:
+        model: the encoder's registry name.
+        data: the data set's name or file.
+        seed: the run's seed.
+        rows: clean, retrieval, robust and calibration rows, in the order they were measured.
+        settings: how the run was made (attacks, budgets, steps, samples, weights, calibration...).
+        created, versions: when and with which packages.
+    """
+
+    model: str
+    data: str
+    seed: int
+    rows: list[AnyRow]
+    settings: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # top-level keys of other versions, kept as they are
+
+    @property
+    def clean(self) -> list[ZeroShotRow]:
+        return [row for row in self.rows if isinstance(row, ZeroShotRow)]
+
+    @property
+    def retrieval(self) -> list[RetrievalRow]:
+        return [row for row in self.rows if isinstance(row, RetrievalRow)]
+
+    @property
+    def robust(self) -> list[RobustRow]:
+        return [row for row in self.rows if isinstance(row, RobustRow)]
+
+    @property
+    def calibration(self) -> list[CalibrationRow]:
+        return [row for row in self.rows if isinstance(row, CalibrationRow)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "model": self.model,
+            "data": self.data,
+            "seed": self.seed,
+            "versions": self.versions,
+            "settings": self.settings,
+            "rows": [row.to_dict() for row in self.rows],
+        } | self.extra
+
+    @classmethod
+    def from_dict(cls, results: dict[str, Any]) -> Results:
+        known = {"schema_version", "created", "model", "data", "seed", "versions", "settings", "rows"}
+        return cls(
+            model=results["model"],
+            data=results["data"],
+            seed=results["seed"],
+            rows=[row_from_dict(row) for row in results["rows"]],
+            settings=results.get("settings") or {},
+            created=results.get("created", ""),
+            versions=results.get("versions") or {},
+            extra={key: value for key, value in results.items() if key not in known},
+        )
+
+    @classmethod
+    def new(cls, *, model: str, data: str, seed: int, rows: list[dict], settings: dict[str, Any]) -> Results:
+        """Results of a run made now, from the evaluation functions' row dicts."""
+        return cls.from_dict(make_results(model=model, data=data, seed=seed, rows=rows, settings=settings))
+
+    @classmethod
+    def read(cls, path: Path) -> Results:
+        return cls.from_dict(read_results(path))
+
+    def write(self, directory: Path) -> Path:
+        return write_results(directory, self.to_dict())

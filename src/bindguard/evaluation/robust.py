@@ -136,7 +136,9 @@ def evaluate_modality_threat(
 ) -> tuple[WorstCase, dict]:
     """Worst case of one modality under one threat; returns it and the Square outcome."""
     clean_embeddings = embed_all(encoder, modality, x, batch_size=settings.batch_size)
-    context = ObjectiveContext(labels=labels, centers=centers, clean=clean_embeddings)
+    context = ObjectiveContext(
+        labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality)
+    )
     saved = state.get("worst")
     worst = WorstCase.from_json(saved) if saved else WorstCase(*_hits(clean_embeddings @ centers.T, labels))
     stages = _stages(settings, threat)
@@ -169,6 +171,18 @@ def evaluate_modality_threat(
     return worst, square_outcome
 
 
+def capped_targets(settings: RobustSettings, num_classes: int) -> list[str]:
+    """Notes for ensemble members asking for more target classes than the data has (at most C - 1)."""
+    notes = []
+    for member in settings.ensemble.members:
+        wanted = member.options.get("targets")
+        if wanted is not None and wanted > num_classes - 1:
+            notes.append(
+                f"{member.attack}: {num_classes - 1} target class(es), not {wanted}: the data has {num_classes} classes"
+            )
+    return notes
+
+
 def robust_row(
     modality: Modality,
     threat: ThreatModel,
@@ -178,6 +192,8 @@ def robust_row(
     clean_top5: float,
     settings: RobustSettings,
     square: dict,
+    *,
+    num_classes: int,
 ) -> dict:
     n = worst.top1.shape[0]
     top1, top5 = float(worst.top1.float().mean()), float(worst.top5.float().mean())
@@ -206,6 +222,7 @@ def robust_row(
         "after": worst.after,
         "square": square,
         "flags": [],
+        "notes": capped_targets(settings, num_classes),
     }
 
 
@@ -270,7 +287,17 @@ def evaluate_robust(
             worst, square = evaluate_modality_threat(
                 encoder, modality, data.inputs, data.labels, centers, threat, settings, state=state, progress=progress
             )
-            row = robust_row(modality, threat, spec.range, worst, clean_top1, clean_top5, settings, square)
+            row = robust_row(
+                modality,
+                threat,
+                spec.range,
+                worst,
+                clean_top1,
+                clean_top5,
+                settings,
+                square,
+                num_classes=len(benchmark.class_names),
+            )
             if checker is not None:
                 row["flags"], row["checks"] = checker.check_threat(threat, row, state)
             modality_rows.append(row)

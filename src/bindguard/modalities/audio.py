@@ -7,5 +7,17 @@ from bindguard.modalities.base import InputSpec
 
 
 def audio_spec(samples: int, sample_rate: int) -> InputSpec:
-    """Waveforms, (B, S), amplitude in [-1, 1]; the encoder computes its spectrogram differentiably."""
-    return InputSpec(Modality.AUDIO, "B,S", (samples,), (-1.0, 1.0), "amplitude", sample_rate=sample_rate)
+    """Waveforms, (B, S), amplitude in [-1, 1]; the encoder computes its spectrogram differentiably.
+
+    A black-box window is a contiguous run of samples (the waveform is the grid's W axis).
+    """
+    return InputSpec(
+        Modality.AUDIO,
+        "B,S",
+        (samples,),
+        (-1.0, 1.0),
+        "amplitude",
+        sample_rate=sample_rate,
+        grid_axes=("W",),
+        purifier="waveform",
+    )

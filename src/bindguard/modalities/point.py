@@ -41,5 +41,19 @@ class PointSpec(InputSpec):
 
 
 def point_spec(points: int) -> PointSpec:
-    """Point clouds, (B, N, 3), every point at most 1 from the origin."""
-    return PointSpec(Modality.POINT, "B,N,3", (points, 3), (-1.0, 1.0), "coordinates (unit sphere)")
+    """Point clouds, (B, N, 3), every point at most 1 from the origin.
+
+    Points are stored in no particular order, so a black-box window is a random subset of them
+    (a contiguous run would carry no locality), and an L2 budget bounds each point's displacement.
+    """
+    return PointSpec(
+        Modality.POINT,
+        "B,N,3",
+        (points, 3),
+        (-1.0, 1.0),
+        "coordinates (unit sphere)",
+        grid_axes=("W", "C"),
+        window="subset",
+        per_point_budget=True,
+        purifier="points",
+    )

@@ -56,6 +56,7 @@ class Objective(ABC):
     name: str = "objective"
     needs: tuple[str, ...] = ()
     unit_norm: bool = True  # whether the loss reads unit-norm embeddings (False: raw outputs, e.g. logits)
+    min_classes: int = 1  # classes (rows of ``centers``) the loss needs to mean anything
 
     @abstractmethod
     def loss(self, embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
@@ -66,7 +67,17 @@ class Objective(ABC):
         """(B,) booleans: the attack has achieved its goal on this sample."""
 
     def check(self, context: ObjectiveContext) -> None:
+        """Refuse a context that lacks what the loss reads.
+
+        Raises:
+            ConfigError: for a missing field, or fewer classes than ``min_classes``.
+        """
         context.require(self.name, *self.needs)
+        if context.centers is not None and context.centers.shape[0] < self.min_classes:
+            raise ConfigError(
+                f"objective {self.name!r} needs at least {self.min_classes} classes, got {context.centers.shape[0]}; "
+                "fix: evaluate on a data set with more classes"
+            )
 
 
 def class_scores(embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:

@@ -117,6 +117,8 @@ def robust_table(rows: list[dict]) -> Table | None:
     )
     attack_lists = {", ".join(row.get("attacks", [])) for row in robust} - {""}
     members = f" Ensemble members: {'; '.join(sorted(attack_lists))}." if attack_lists else ""
+    notes = sorted({note for row in robust for note in row.get("notes") or []})
+    members += f" Notes: {'; '.join(notes)}." if notes else ""
     table = Table(
         title="Under attack",
         columns=(
@@ -171,6 +173,8 @@ def calibration_table(rows: list[dict]) -> Table | None:
                 f"{percent(before['clean_top1'])} → {percent(after['clean_top1'])}",
                 percent(after.get("transfer_top1")),
                 f"{percent(before['robust_top1'])} → {percent(after['robust_top1'])}",
+                f"{percent(before.get('robust_top5'))} → {percent(after.get('robust_top5'))}",
+                _partner(row.get("instance_recall@1")),
                 trainable,
                 "–" if seconds is None else f"{seconds:.0f}",
                 _flag_cell(row.get("flags", [])),
@@ -191,6 +195,8 @@ def calibration_table(rows: list[dict]) -> Table | None:
             "clean top-1 % before → after",
             "transfer top-1 % after",
             "robust top-1 % before → after",
+            "robust top-5 % before → after",
+            "R@1 to partner % before → after",
             "trainable parameters",
             "train s",
             "flags",
@@ -199,10 +205,18 @@ def calibration_table(rows: list[dict]) -> Table | None:
         flags=tuple(tuple(row.get("flags", [])) for row in calibration),
         caption="Frozen backbone and semantic centers; only the calibration trains. Transfer attacks are computed "
         "on the frozen encoder and only bound robustness from above; robust attacks in mode 'adaptive' run end to "
-        "end through the calibration and are the numbers that count.",
+        "end through the calibration and are the numbers that count. R@1 to partner: clean instance retrieval "
+        "into the uncalibrated encoder's image (or depth) embeddings, whether calibrated embeddings stay in the "
+        "shared space.",
         text_columns=6,
     )
     return _folded(table, ("method", "objective", "mode", "attack", "norm", "steps"))
+
+
+def _partner(alignment: dict | None) -> str:
+    if not alignment:
+        return "–"
+    return f"{percent(alignment['before'])} → {percent(alignment['after'])} ({alignment['gallery']})"
 
 
 def instance_table(rows: list[dict]) -> Table | None:

@@ -33,7 +33,7 @@ from bindguard.attacks.pgd import PGD
 from bindguard.calibration import Calibration, CalibrationConfig, parse_method, read_calibrations, write_calibrations
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
-from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, encoder_parameters
+from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
 from bindguard.encoders.centers import semantic_centers
 from bindguard.errors import ConfigError, DataError
 from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
@@ -57,7 +57,8 @@ class CalibrationRecipe:
         attack_steps: PGD steps per adversarial example; step size 2.5 eps / steps.
         epochs, batch_size, learning_rate, weight_decay: AdamW with a cosine decay.
         reg: weight of the modality-consistency regulariser.
-        logit_scale, temperature: of the CE and InfoNCE losses.
+        logit_scale: of the CE losses; None uses the encoder's own (``Encoder.logit_scale``).
+        temperature: of the InfoNCE loss.
         options: method sizes (``rank``, ``hidden``, ``width``, ``noise``).
         seed: seeds the data order, the attacks and the initialisation.
     """
@@ -73,7 +74,7 @@ class CalibrationRecipe:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     reg: float = 1.0
-    logit_scale: float = 30.0
+    logit_scale: float | None = None
     temperature: float = 0.1
     options: dict = field(default_factory=dict)
     seed: int = 0
@@ -87,6 +88,8 @@ class CalibrationRecipe:
             raise ConfigError("epochs and attack steps must be at least 1 and the batch size at least 2")
         if not self.learning_rate > 0 or self.reg < 0:
             raise ConfigError("the learning rate must be > 0 and --reg >= 0")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise ConfigError(f"logit_scale must be > 0 (or None for the encoder's own), got {self.logit_scale}")
         ThreatModel.parse(self.norm, self.eps)
 
     @property
@@ -99,6 +102,10 @@ class CalibrationOutcome:
     calibration: Calibration
     seconds: float
     losses: list[float]
+
+
+def _scale(recipe: CalibrationRecipe, encoder: Encoder, modality: Modality) -> float:
+    return recipe.logit_scale if recipe.logit_scale is not None else encoder.logit_scale(modality)
 
 
 def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
@@ -116,8 +123,14 @@ def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
 
 @torch.no_grad()
 def _raw_embed(encoder: Encoder, modality: Modality, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Unnormalised embeddings, the input of a post-encoder head."""
-    return torch.cat([encoder._embed(modality, x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    """Unnormalised embeddings, the input of a post-encoder head, on the encoder's device."""
+    device = encoder.device
+    return torch.cat(
+        [
+            encoder.encode_modality(modality, x[i : i + batch_size].to(device), normalize=False, validate=False)
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 def _static_examples(
@@ -136,7 +149,7 @@ def _static_examples(
         report(f"{modality.value} static examples", number, batches)
         index = torch.arange(number * recipe.batch_size, min((number + 1) * recipe.batch_size, len(x)))
         context = ObjectiveContext(
-            labels=labels[index], centers=centers, clean=frozen[index], logit_scale=recipe.logit_scale
+            labels=labels[index], centers=centers, clean=frozen[index], logit_scale=_scale(recipe, base, modality)
         )
         adversarial.append(_attack(recipe, number).run(base, modality, x[index], context).adversarial)
     return torch.cat(adversarial)
@@ -226,6 +239,9 @@ def calibrate_modality(
     recipe.check()
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
+    scale = _scale(recipe, base, modality)
+    device = base.device
+    centers = centers.to(device)  # inputs stay where they are and move batch by batch
     torch.manual_seed(recipe.seed)
     recipe_record = asdict(recipe) | {"modality": modality.value, "n": len(x)}
     config = CalibrationConfig(
@@ -267,7 +283,7 @@ def calibrate_modality(
             global_step = epoch * steps_per_epoch + step
             report(f"{modality.value} calibrate", global_step, total)
             index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            batch_x, batch_labels, batch_frozen = x[index], labels[index], frozen[index]
+            batch_x, batch_labels, batch_frozen = x[index].to(device), labels[index].to(device), frozen[index]
             if features is not None:
                 adversarial_raw, clean_raw = features
                 pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
@@ -275,21 +291,21 @@ def calibrate_modality(
             else:
                 inputs = [batch_x]
                 if uses_attack and cached is not None:
-                    inputs.append(cached[index])
+                    inputs.append(cached[index].to(device))
                 elif uses_attack:
                     context = ObjectiveContext(
-                        labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=recipe.logit_scale
+                        labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=scale
                     )
                     calibration.requires_grad_(False)  # the attack needs input gradients only
                     inputs.append(_attack(recipe, global_step).run(model, modality, batch_x, context).adversarial)
                     calibration.requires_grad_(True)
-                embedded = model.encode_unvalidated(modality, torch.cat(inputs))
+                embedded = model.encode_modality(modality, torch.cat(inputs), validate=False)
             clean, adversarial = embedded[: len(index)], (embedded[len(index) :] if uses_attack else None)
             loss = calibration_loss(
                 recipe.objective,
                 CalibrationBatch(adversarial, clean, batch_frozen, centers, batch_labels),
                 reg=recipe.reg,
-                scale=recipe.logit_scale,
+                scale=scale,
                 temperature=recipe.temperature,
             )
             for group in optimizer.param_groups:
@@ -313,7 +329,7 @@ def calibrate_modality(
             | {
                 "trainable_parameters": trainable,
                 "recipe": recipe_record
-                | {"train_seconds": round(seconds, 1), "trainable_fraction": trainable / encoder_parameters(base)},
+                | {"train_seconds": round(seconds, 1), "trainable_fraction": trainable / base.num_parameters()},
             }
         )
     )
@@ -339,9 +355,10 @@ def calibrate_modalities(
     done: dict[str, CalibrationConfig] = {}
     if (out / "config.json").is_file():
         header, done, _ = read_calibrations(out)
-        if header["encoder"] != base.name or header["embed_dim"] != base.embed_dim:
+        if header["encoder"] != base.identity or header["embed_dim"] != base.embed_dim:
             raise DataError(
-                f"{out} holds a calibration of {header['encoder']!r}, not {base.name!r}; fix: choose another --out folder"
+                f"{out} holds a calibration of {header['encoder']!r}, not of the loaded {base.identity!r}; "
+                "fix: choose another --out folder"
             )
     for modality in modalities:
         data = train.data[modality]
@@ -357,9 +374,9 @@ def calibrate_modalities(
         )
         write_calibrations(
             out,
-            encoder=base.name,
+            encoder=base.identity,
             embed_dim=base.embed_dim,
-            encoder_parameters=encoder_parameters(base),
+            encoder_parameters=base.num_parameters(),
             modules={modality.value: outcome.calibration},
         )
         checkpoint.unlink(missing_ok=True)

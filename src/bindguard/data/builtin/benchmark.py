@@ -4,17 +4,24 @@ Glyphs are scikit-learn's handwritten digits (1,797 samples from 43 writers); th
 modalities of one instance share its source glyph and its pose, so instance-level cross-modal
 retrieval has a right answer. Audio is the shipped espeak-ng spoken-digit set. Train and test
 are disjoint by source glyph, and by voice for audio.
+
+The native sizes are ``NATIVE_SHAPES`` (32-px maps, 4-frame clips, 256 points, one second at
+16 kHz). An encoder that expects other sizes asks ``load_builtin`` for them with ``shapes`` and
+``sample_rate``; every size is rendered deterministically from the same scenes (see ``load_builtin``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from math import gcd
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import resample_poly
 
 from bindguard._types import Modality
 from bindguard.data.builtin import render
@@ -25,6 +32,25 @@ SPLITS = ("train", "test")
 MODALITIES = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO, Modality.POINT, Modality.DEPTH, Modality.THERMAL)
 GLYPH_TEST_FRACTION = 0.2
 AUDIO_SAMPLES = SAMPLE_RATE  # one-second windows
+
+# Per-sample shape of each modality when no other is asked for; the shipped TinyBind is trained on these.
+NATIVE_SHAPES: dict[Modality, tuple[int, ...]] = {
+    Modality.IMAGE: (3, render.CANVAS, render.CANVAS),
+    Modality.VIDEO: (render.FRAMES, 3, render.CANVAS, render.CANVAS),
+    Modality.AUDIO: (AUDIO_SAMPLES,),
+    Modality.POINT: (render.POINTS, 3),
+    Modality.DEPTH: (1, render.CANVAS, render.CANVAS),
+    Modality.THERMAL: (1, render.CANVAS, render.CANVAS),
+}
+# The form a requested shape must have: (written form, {axis: the size it must have}).
+_SHAPE_FORMS: dict[Modality, tuple[str, dict[int, int]]] = {
+    Modality.IMAGE: ("(3, H, W)", {0: 3}),
+    Modality.VIDEO: ("(T, 3, H, W)", {1: 3}),
+    Modality.AUDIO: ("(S,)", {}),
+    Modality.POINT: ("(N, 3)", {1: 3}),
+    Modality.DEPTH: ("(1, H, W)", {0: 1}),
+    Modality.THERMAL: ("(1, H, W)", {0: 1}),
+}
 
 # Prompt templates per modality; a class's semantic center is the mean of their text embeddings.
 TEMPLATES: dict[Modality, tuple[str, ...]] = {
@@ -104,12 +130,74 @@ def glyph_split(split: str) -> torch.Tensor:
     return order[:test_count].sort().values if split == "test" else order[test_count:].sort().values
 
 
-def _render(modality: Modality, split: str, variant: int, indices: torch.Tensor) -> torch.Tensor:
+def _render(
+    modality: Modality, split: str, variant: int, indices: torch.Tensor, shape: tuple[int, ...], limit: int | None
+) -> torch.Tensor:
+    """(min(B, limit), *shape) renderings: clips and clouds drawn at length, maps on the native canvas.
+
+    Every glyph of the split is drawn (the random draws are batched, so drawing fewer would change
+    them); only the kept ones are resized, which is deterministic per sample and the costly step
+    at large sizes.
+    """
     glyphs = _glyphs()[0][indices]
     split_code = SPLITS.index(split)
     pose_seed = 7919 * variant + 104_729 * split_code + 1  # shared by every modality of an instance
     style = torch.Generator().manual_seed(pose_seed * 31 + MODALITIES.index(modality) + 1)
-    return _RENDERERS[modality](glyphs, pose_seed, style)
+    if modality is Modality.POINT:
+        return render.render_points(glyphs, pose_seed, style, point_count=shape[0])[:limit]
+    if modality is Modality.VIDEO:
+        drawn = render.render_video(glyphs, pose_seed, style, frames=shape[0])
+    else:
+        drawn = _RENDERERS[modality](glyphs, pose_seed, style)
+    return render.resize(drawn[:limit], *shape[-2:])
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _check_shapes(
+    shapes: Mapping[Modality | str, Sequence[int]] | None, sample_rate: int | None
+) -> dict[Modality, tuple[int, ...]]:
+    """The per-sample shape of every modality: ``NATIVE_SHAPES`` overridden by ``shapes``, each checked.
+
+    Audio at another ``sample_rate`` and no asked-for shape keeps one-second windows.
+    """
+    if sample_rate is not None and not _positive_int(sample_rate):
+        raise ConfigError(f"sample_rate must be a positive integer (samples per second), got {sample_rate!r}")
+    resolved = dict(NATIVE_SHAPES)
+    if sample_rate is not None:
+        resolved[Modality.AUDIO] = (round(AUDIO_SAMPLES * sample_rate / SAMPLE_RATE),)
+    for key, requested in (shapes or {}).items():
+        modality = Modality.parse(key)
+        if modality not in MODALITIES:
+            raise ConfigError(
+                f"the built-in benchmark has no {modality.value!r} data to shape; allowed: "
+                f"{', '.join(m.value for m in MODALITIES)}"
+            )
+        form, fixed = _SHAPE_FORMS[modality]
+        shape = tuple(requested) if isinstance(requested, Sequence) else (requested,)
+        if (
+            len(shape) != len(NATIVE_SHAPES[modality])
+            or not all(_positive_int(size) for size in shape)
+            or any(shape[axis] != size for axis, size in fixed.items())
+        ):
+            raise ConfigError(
+                f"built-in {modality.value} samples have shape {form} of positive sizes, got {shape}; "
+                f"fix: ask for a shape like {NATIVE_SHAPES[modality]}"
+            )
+        resolved[modality] = tuple(int(size) for size in shape)
+    return resolved
+
+
+def _fit_length(waveforms: np.ndarray, samples: int) -> np.ndarray:
+    """(B, samples): centred crop, or centred zero padding, of (B, S) waveforms."""
+    length = waveforms.shape[1]
+    if length >= samples:
+        start = (length - samples) // 2
+        return waveforms[:, start : start + samples]
+    before = (samples - length) // 2
+    return np.pad(waveforms, ((0, 0), (before, samples - length - before)))
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +205,12 @@ def _clips(path: str) -> tuple:
     return tuple(load_spoken_digits(Path(path)))
 
 
-def _audio(split: str, variant: int, path: Path) -> ModalityData:
+def _audio(split: str, variant: int, path: Path, samples: int, sample_rate: int, limit: int | None) -> ModalityData:
+    """One-second noisy windows at 16 kHz, resampled to ``sample_rate``, fitted to ``samples``, in [-1, 1].
+
+    Every clip's window is drawn (one random stream runs through them all); only the kept ones
+    are resampled, row by row independent, so a limit changes nothing in the rows it keeps.
+    """
     clips = _clips(str(path))
     train_voices, test_voices = voice_split(sorted({clip.voice for clip in clips}))
     voices = test_voices if split == "test" else train_voices
@@ -132,6 +225,13 @@ def _audio(split: str, variant: int, path: Path) -> ModalityData:
         power = float(np.mean(clip**2))
         snr_db = generator.uniform(10.0, 30.0)
         waveforms[row] += generator.normal(0.0, np.sqrt(power / 10 ** (snr_db / 10)), AUDIO_SAMPLES).astype(np.float32)
+    chosen, waveforms = chosen[:limit], waveforms[:limit]
+    if sample_rate != SAMPLE_RATE:
+        divisor = gcd(sample_rate, SAMPLE_RATE)
+        waveforms = resample_poly(waveforms, sample_rate // divisor, SAMPLE_RATE // divisor, axis=1)
+        waveforms = waveforms.astype(np.float32)
+    if waveforms.shape[1] != samples:
+        waveforms = np.ascontiguousarray(_fit_length(waveforms, samples))
     labels = torch.tensor([clips[index].digit for index in chosen], dtype=torch.long)
     inputs = torch.from_numpy(waveforms).clamp(-1.0, 1.0)
     return ModalityData(inputs, labels, torch.tensor(chosen, dtype=torch.long), "spoken")
@@ -144,8 +244,17 @@ def load_builtin(
     variant: int = 0,
     limit: int | None = None,
     audio_path: Path | None = None,
+    shapes: Mapping[Modality | str, Sequence[int]] | None = None,
+    sample_rate: int | None = None,
 ) -> Benchmark:
     """Load (render) the built-in benchmark.
+
+    Other sizes than ``NATIVE_SHAPES`` are rendered from the same scenes, deterministically:
+    image, depth and thermal maps (and video frames) are drawn on the native 32-px canvas, then
+    resized to (H, W) with antialiased bilinear interpolation; a clip of T frames samples the same
+    sliding path at T evenly spaced positions; a cloud of N points draws N points from the glyph;
+    audio is the native 16 kHz one-second window resampled to ``sample_rate`` (polyphase,
+    ``scipy.signal.resample_poly``), centre-cropped or zero-padded to S samples, clamped to [-1, 1].
 
     Args:
         split: ``"train"`` or ``"test"``.
@@ -154,15 +263,22 @@ def load_builtin(
             (training augmentations).
         limit: keep at most this many samples per modality (the first ones, stratification aside).
         audio_path: the spoken-digit archive; defaults to the one shipped in the package.
+        shapes: per-sample shape per modality, e.g. ``{Modality.IMAGE: (3, 224, 224),
+            Modality.VIDEO: (8, 3, 224, 224), Modality.POINT: (1024, 3), Modality.AUDIO: (32000,)}``;
+            modalities left out keep their native shape.
+        sample_rate: audio samples per second (default 16,000); without an audio shape the
+            windows stay one second long.
 
     Raises:
-        ConfigError: for an unknown split or a non-positive limit.
+        ConfigError: for an unknown split, a non-positive limit, a shape whose form or channel
+            count does not fit its modality, or a non-positive sample rate.
         DataError: when the audio archive is missing or corrupt.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
+    resolved = _check_shapes(shapes, sample_rate)
     data: dict[Modality, ModalityData] = {}
     indices = glyph_split(split)
     labels = _glyphs()[1][indices]
@@ -172,9 +288,12 @@ def load_builtin(
                 f"the built-in benchmark has no {modality.value!r} data; allowed: {', '.join(m.value for m in MODALITIES)}"
             )
         if modality is Modality.AUDIO:
-            item = _audio(split, variant, audio_path or spoken_digits_path())
+            path = audio_path or spoken_digits_path()
+            item = _audio(split, variant, path, resolved[modality][0], sample_rate or SAMPLE_RATE, limit)
         else:
-            item = ModalityData(_render(modality, split, variant, indices), labels, indices, "glyph")
+            item = ModalityData(
+                _render(modality, split, variant, indices, resolved[modality], limit), labels, indices, "glyph"
+            )
         if limit is not None:
             item = ModalityData(item.inputs[:limit], item.labels[:limit], item.instance_ids[:limit], item.source)
         data[modality] = item

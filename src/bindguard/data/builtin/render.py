@@ -3,6 +3,10 @@
 Every renderer is vectorised over a batch of glyphs. The pose of each glyph comes from a seed shared
 by all modalities of an instance; colours and noise come from the given generator, so a split
 rendered twice with the same seeds is bit-identical.
+
+Pixel maps are drawn on a CANVAS x CANVAS canvas; ``resize`` brings them to another size
+(antialiased bilinear), so every size shows the same scene. Videos take any number of frames along
+the same sliding path, point clouds any number of points.
 """
 
 from __future__ import annotations
@@ -88,20 +92,41 @@ def render_image(
 
 
 def render_video(
-    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0, frames: int = FRAMES
 ) -> torch.Tensor:
-    """The glyph sliding across the frame in a random direction. Returns (B, T, 3, 32, 32) in [0, 1]."""
+    """The glyph sliding across the frame in a random direction.
+
+    Any number of frames samples the same path: evenly spaced positions from the start of the
+    FRAMES-frame path to its end (one frame: its midpoint).
+
+    Returns:
+        (B, frames, 3, 32, 32) in [0, 1].
+    """
     count = glyphs.shape[0]
     direction = _uniform(generator, count, 0, 2 * math.pi)
-    velocity = torch.stack([torch.cos(direction), torch.sin(direction)], 1) * 0.1  # canvas fraction per frame
+    velocity = torch.stack([torch.cos(direction), torch.sin(direction)], 1) * 0.1  # canvas fraction per FRAMES step
     foreground, background = _colours(generator, count)
-    frames = []
-    for index in range(FRAMES):
-        shift = velocity * (index - (FRAMES - 1) / 2)  # same pose every frame; only the shift moves
+    clip = []
+    for index in range(frames):
+        # in steps of the FRAMES-frame path, centred; exactly index - (FRAMES - 1) / 2 when frames == FRAMES
+        step = (index - (frames - 1) / 2) * (FRAMES - 1) / (frames - 1) if frames > 1 else 0.0
+        shift = velocity * step  # same pose every frame; only the shift moves
         coverage = place_glyphs(glyphs, pose_seed, jitter=jitter, shift=shift)
         frame = background * (1 - coverage) + foreground * coverage
-        frames.append(frame + 0.03 * torch.randn(frame.shape, generator=generator))
-    return torch.stack(frames, 1).clamp(0, 1)
+        clip.append(frame + 0.03 * torch.randn(frame.shape, generator=generator))
+    return torch.stack(clip, 1).clamp(0, 1)
+
+
+def resize(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize (..., C, h, w) pixel maps to (..., C, height, width), antialiased bilinear, clamped to [0, 1].
+
+    Maps already of that size are returned as they are (so the native size stays bit-identical).
+    """
+    if tuple(maps.shape[-2:]) == (height, width):
+        return maps
+    flat = maps.reshape(-1, *maps.shape[-3:])  # (B * T, C, h, w)
+    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return resized.reshape(*maps.shape[:-2], height, width).clamp(0, 1)
 
 
 def _blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -146,20 +171,20 @@ def render_thermal(
 
 
 def render_points(
-    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0, point_count: int = POINTS
 ) -> torch.Tensor:
     """Points sampled on the glyph extruded into a thin slab, centred in the unit sphere.
 
     Returns:
-        (B, POINTS, 3) xyz with every norm at most 1.
+        (B, point_count, 3) xyz with every norm at most 1.
     """
     count = glyphs.shape[0]
     weights = glyphs.reshape(count, 64) + 1e-6
-    cells = torch.multinomial(weights, POINTS, replacement=True, generator=generator)  # (B, N)
+    cells = torch.multinomial(weights, point_count, replacement=True, generator=generator)  # (B, N)
     rows, cols = (cells // 8).float(), (cells % 8).float()
-    x = cols + torch.rand(count, POINTS, generator=generator)
-    y = 8 - (rows + torch.rand(count, POINTS, generator=generator))  # image rows grow downwards
-    z = (torch.rand(count, POINTS, generator=generator) - 0.5) * 1.5
+    x = cols + torch.rand(count, point_count, generator=generator)
+    y = 8 - (rows + torch.rand(count, point_count, generator=generator))  # image rows grow downwards
+    z = (torch.rand(count, point_count, generator=generator) - 0.5) * 1.5
     points = torch.stack([x, y, z], -1) - 4.0  # (B, N, 3)
     angle, _, _ = glyph_pose(count, pose_seed, jitter=jitter)
     cos, sin = torch.cos(angle), torch.sin(angle)

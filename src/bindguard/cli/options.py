@@ -1,0 +1,15 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+CalibrationOption = Annotated[
+    Path | None, typer.Option(help="A calibration folder (bindguard calibrate --out) to apply to the model.")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available, else cpu).")]

@@ -1,0 +1,160 @@
+"""``bindguard.evaluate``: clean and robust zero-shot classification and retrieval of one encoder, one call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from bindguard.data import Benchmark
+from bindguard.encoders import Encoder
+from bindguard.encoders.base import fingerprint_tensors
+from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
+from bindguard.evaluation.clean import evaluate_clean
+from bindguard.evaluation.ensemble import Ensemble
+from bindguard.evaluation.results import Results
+from bindguard.evaluation.robust import evaluate_robust
+from bindguard.pipeline.setup import (
+    check_data_name,
+    check_out,
+    choose_modalities,
+    data_name,
+    load_data,
+    load_encoder,
+    parse_threats,
+    robust_settings,
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+def evaluate(
+    encoder: Encoder | str = "tinybind",
+    data: Benchmark | str = "builtin",
+    *,
+    attacks: str | Ensemble | None = "standard",
+    eps: str | float | Sequence[str | float] = ("4/255",),
+    norm: str = "linf",
+    n: int | None = None,
+    modalities: str | Sequence[str] = "all",
+    steps: int = 100,
+    square_queries: int = 1000,
+    checks: bool = True,
+    check_samples: int = 32,
+    batch_size: int = 128,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    calibration: str | Path | None = None,
+    device: str | torch.device | None = None,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+) -> Results:
+    """Evaluate zero-shot classification and retrieval, clean and under attack.
+
+    Robust rows are the per-sample worst case over the ensemble, attacked end to end through
+    whatever the encoder contains (a calibration included); a randomized encoder is attacked and
+    measured through the EOT average of its embeddings. With ``out``, ``results.json`` is written
+    there and an interrupted run resumes from ``out/state`` when called again with the same inputs.
+
+    Example::
+
+        results = bindguard.evaluate("tinybind", "builtin", attacks="standard", eps=["4/255"], n=100)
+        for row in results.robust:
+            print(row.modality, row.clean_top1, row.top1, row.flags)
+
+    Args:
+        encoder: a registered name (``bindguard models list``) or an ``Encoder``.
+        data: a registered data set, a ``.safetensors`` data file, or a ``Benchmark``.
+        attacks: ``"standard"``, comma-separated attack names, an ``Ensemble``, or None for clean only.
+        eps: budgets relative to each domain's range, e.g. ``["1/255", "4/255"]`` or ``"1/255,4/255"``.
+        norm: ``linf`` or ``l2``.
+        n: at most this many test samples per modality.
+        modalities: ``"all"`` or names; "all" takes every modality both the encoder and the data have.
+        steps: iterations of each gradient attack.
+        square_queries: queries of the Square black-box check (0: skip it).
+        checks: run the sanity checks (more steps, large eps, gradients, determinism).
+        check_samples: samples the costlier checks use.
+        batch_size: samples per forward pass and per attacked batch.
+        seed: seeds data order, attacks and checks.
+        weights: trained parts for an encoder built by name (e.g. TinyBind's ``--weights``).
+        calibration: a calibration folder to apply.
+        device: where to run; default CUDA when available, else the CPU.
+        out: folder for ``results.json`` and the resumable state.
+        progress: optional ``callback(stage, done, total)``.
+
+    Returns:
+        ``Results`` with clean, retrieval and (with ``attacks``) robust rows.
+
+    Raises:
+        ConfigError, UnknownNameError, DataError: for bad options or data, before any slow work.
+    """
+    out = check_out(out)
+    check_data_name(data)
+    settings = None
+    threats = parse_threats(eps, norm) if attacks is not None else []
+    if attacks is not None:
+        settings = robust_settings(
+            attacks,
+            threats,
+            steps=steps,
+            square_queries=square_queries,
+            checks=checks,
+            check_samples=check_samples,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    torch.manual_seed(seed)
+    model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))
+    chosen = choose_modalities(modalities, model)
+    everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
+    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
+    chosen = [m for m in chosen if m in benchmark.data]
+    rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
+    if settings is not None:
+        run_config = {
+            "model": model.identity,
+            "data": data_name(data),
+            "data_fingerprint": {m.value: _data_fingerprint(benchmark, m) for m in chosen},
+            "n": n,
+        }
+        rows += evaluate_robust(
+            model,
+            benchmark,
+            threats,
+            modalities=chosen,
+            settings=settings,
+            state_directory=None if out is None else out / "state",
+            run_config=run_config,
+            progress=progress,
+        )
+    run_settings = {
+        "robust": None
+        if settings is None
+        else {
+            "ensemble": settings.ensemble.name,
+            "attacks": settings.ensemble.attack_names,
+            "steps": settings.steps,
+            "square_queries": settings.square_queries,
+            "checks": settings.checks,
+            "threats": [str(t) for t in threats],
+        },
+        "modalities": [m.value for m in chosen],
+        "n": n,
+        "split": "test",
+        "weights": str(weights) if weights else "shipped",
+        "calibration": str(calibration) if calibration else None,
+        "model_identity": model.identity,
+        "eot_samples": EOT_SAMPLES if model.randomized else 1,
+        "device": str(model.device),
+    }
+    results = Results.new(model=model.name, data=data_name(data), seed=seed, rows=rows, settings=run_settings)
+    if out is not None:
+        results.write(out)
+    return results
+
+
+def _data_fingerprint(benchmark: Benchmark, modality) -> str:
+    """What the samples are, not where they came from: a changed data file restarts the resumable state."""
+    item = benchmark.data[modality]
+    return fingerprint_tensors({"inputs": item.inputs, "labels": item.labels})

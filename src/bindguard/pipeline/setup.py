@@ -1,0 +1,181 @@
+"""What every job does first: the device, the encoder, the data at the encoder's input spec, the attack settings.
+
+Each check runs before any slow work, so a bad option fails in a second, not after an evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
+from bindguard.attacks import ThreatModel
+from bindguard.data import DATASETS, Benchmark, ModalityData, load_dataset
+from bindguard.encoders import ENCODERS, Encoder, create_encoder
+from bindguard.errors import ConfigError, DataError
+from bindguard.evaluation.ensemble import Ensemble, parse_ensemble
+from bindguard.evaluation.robust import RobustSettings
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: CUDA when available, else the CPU; otherwise the named device, checked."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device; fix: --device cpu")
+    return resolved
+
+
+def check_out(out: str | Path | None) -> Path | None:
+    if out is None:
+        return None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
+    return out
+
+
+def load_encoder(
+    encoder: Encoder | str,
+    *,
+    weights: str | Path | None = None,
+    calibration: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> Encoder:
+    """A registered encoder by name (with ``weights`` and ``calibration`` applied), or the given one, on ``device``.
+
+    An encoder given as an object stays where it is unless ``device`` is named.
+    """
+    if isinstance(encoder, Encoder):
+        if weights is not None:
+            raise ConfigError("weights apply to an encoder built by name; load them into your encoder yourself")
+        if calibration is not None:
+            from bindguard.encoders.calibrated import calibrate_encoder
+
+            encoder = calibrate_encoder(encoder, calibration)
+        return encoder if device is None else encoder.to(resolve_device(device))
+    ENCODERS.get(encoder)  # an unknown name fails with a suggestion, before anything loads
+    options = {"weights": weights} if weights is not None else {}
+    return create_encoder(encoder, calibration=calibration, device=resolve_device(device), **options)
+
+
+def check_data_name(data: Benchmark | str) -> None:
+    if isinstance(data, str) and not data.endswith(".safetensors"):
+        DATASETS.get(data)
+
+
+def data_name(data: Benchmark | str) -> str:
+    return data if isinstance(data, str) else data.name
+
+
+def choose_modalities(modalities: str | Sequence[str | Modality], encoder: Encoder) -> list[Modality]:
+    """The perceptual modalities asked for that the encoder has ("all": every one it has)."""
+    names = modalities if isinstance(modalities, str) else [Modality.parse(m).value for m in modalities]
+    chosen = parse_modalities(names, available=PERCEPTUAL_MODALITIES)
+    available = tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
+    return parse_modalities([m.value for m in chosen], available=available)
+
+
+def load_data(
+    data: Benchmark | str,
+    encoder: Encoder,
+    modalities: Sequence[Modality],
+    *,
+    split: str,
+    limit: int | None,
+    required: bool,
+) -> Benchmark:
+    """The data for ``modalities``, rendered at the encoder's input spec where the data set can render.
+
+    Args:
+        data: a registered name, a ``.safetensors`` data file, or a loaded ``Benchmark``.
+        encoder: whose ``input_spec`` sets shapes and the audio sample rate.
+        modalities: the ones wanted.
+        split: ``train`` or ``test``.
+        limit: at most this many samples per modality.
+        required: every modality must be present (the user named them); otherwise absent ones are dropped.
+
+    Raises:
+        DataError: when a required modality is absent.
+    """
+    if isinstance(data, Benchmark):
+        benchmark = _limited(data, modalities, limit)
+    else:
+        specs = {m: encoder.input_spec(m) for m in modalities}
+        rates = {spec.sample_rate for spec in specs.values() if spec.sample_rate}
+        benchmark = load_dataset(
+            data,
+            split=split,
+            modalities=list(modalities),
+            limit=limit,
+            shapes={m: spec.shape for m, spec in specs.items()},
+            sample_rate=rates.pop() if rates else None,
+        )
+    absent = [m.value for m in modalities if m not in benchmark.data]
+    if absent and required:
+        raise DataError(
+            f"data {data_name(data)!r} has no {', '.join(absent)} samples; "
+            f"choose from: {', '.join(m.value for m in benchmark.modalities)}"
+        )
+    return benchmark
+
+
+def _limited(benchmark: Benchmark, modalities: Sequence[Modality], limit: int | None) -> Benchmark:
+    def first(item: ModalityData) -> ModalityData:
+        if limit is None:
+            return item
+        return ModalityData(item.inputs[:limit], item.labels[:limit], item.instance_ids[:limit], item.source)
+
+    data = {m: first(item) for m, item in benchmark.data.items() if m in modalities}
+    templates = {m: t for m, t in benchmark.templates.items() if m in data}
+    return Benchmark(benchmark.name, benchmark.split, benchmark.class_names, templates, data)
+
+
+def parse_threats(eps: str | float | Sequence[str | float], norm: str) -> list[ThreatModel]:
+    """Budgets relative to each domain's range: ``"1/255,4/255"``, ``["4/255"]`` or ``[0.0157]``."""
+    if isinstance(eps, (int, float)):
+        budgets: list[str | float] = [eps]
+    else:
+        budgets = [part for part in eps.split(",") if part.strip()] if isinstance(eps, str) else list(eps)
+    if not budgets:
+        raise ConfigError("--eps is empty; give budgets such as 1/255,2/255,4/255")
+    return [ThreatModel.parse(norm, budget) for budget in budgets]
+
+
+def robust_settings(
+    attacks: str | Ensemble,
+    threats: Sequence[ThreatModel],
+    *,
+    steps: int,
+    square_queries: int,
+    checks: bool,
+    check_samples: int,
+    batch_size: int,
+    seed: int,
+) -> RobustSettings:
+    """Parse and check the attack options; unsupported norms fail here, by attack name."""
+    for name, value, least in (
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 1),
+        ("square_queries", square_queries, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+    ensemble = parse_ensemble(attacks) if isinstance(attacks, str) else attacks
+    for member in ensemble.members:
+        member.build(threats[0], steps=max(steps, 2), seed=seed)
+    return RobustSettings(
+        ensemble=ensemble,
+        steps=steps,
+        square_queries=square_queries,
+        checks=checks,
+        check_samples=check_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )

@@ -118,7 +118,7 @@ class TextTower(nn.Module):
 
     @staticmethod
     def tokenize(texts: Sequence[str]) -> torch.Tensor:
-        """(B, 32) token ids: byte + 1, padded with 0 (an empty string keeps one pad token to pool over)."""
+        """(B, 32) token ids: byte + 1, cut at 32 bytes, padded with 0."""
         ids = torch.full((len(texts), TEXT_LENGTH), PAD, dtype=torch.long)
         for row, text in enumerate(texts):
             data = list(text.encode("utf-8"))[:TEXT_LENGTH]
@@ -155,8 +155,9 @@ class SecondEncoder(Encoder):
             Modality.IMAGE: image_spec(IMAGE_SIZE, IMAGE_SIZE, mean=CLIP_MEAN, std=CLIP_STD),
             Modality.AUDIO: audio_spec(AUDIO_SAMPLES, SAMPLE_RATE),
         }
-        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-            torch.manual_seed(seed)
+        # seeded weights without touching the caller's random state (modules initialise on the CPU generator)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
             self.image = ImageTower(width, heads, image_depth, embed_dim)
             self.audio = AudioTower(width, heads, embed_dim)
             self.text = TextTower(width, heads, embed_dim)

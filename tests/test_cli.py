@@ -110,7 +110,6 @@ def _data_file(path: Path, images, labels, class_names=("zero", "one")) -> Path:
 
 
 def test_user_data_file_is_evaluated(tmp_path: Path) -> None:
-    import torch
 
     from bindguard.data import load_dataset
 
@@ -127,8 +126,31 @@ def test_user_data_file_is_evaluated(tmp_path: Path) -> None:
     result = invoke("eval", "--data", str(data), "--out", str(tmp_path / "r"), "--json", "--quiet")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["rows"][0]
-    assert row["modality"] == "image" and row["n"] == 30 and 0 <= row["top1"] <= 1
-    assert torch.isfinite(torch.tensor(row["top1"]))
+    # the same 30 images, labels and class names as the built-in benchmark's: the same numbers
+    same = __import__("bindguard").evaluate("tinybind", "builtin", modalities="image", attacks=None, n=30)
+    assert row == same.clean[0].to_dict()
+
+
+def test_two_class_user_data_runs_the_standard_ensemble(tmp_path: Path) -> None:
+    """The README's two-class example: targets are capped at C - 1 = 1 and the row says so."""
+    from bindguard.data import load_dataset
+
+    builtin = load_dataset("builtin", split="test", modalities=["image"], limit=60)
+    keep = builtin.data["image"].labels < 2
+    data = _data_file(
+        tmp_path / "two.safetensors",
+        builtin.data["image"].inputs[keep].contiguous(),
+        builtin.data["image"].labels[keep].contiguous(),
+        ("zero", "one"),
+    )
+    result = invoke(
+        "eval", "--data", str(data), "--out", str(tmp_path / "r"), "--attacks", "standard", "--eps", "4/255",
+        "--steps", "2", "--square-queries", "5", "--no-checks", "--json", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (robust,) = [row for row in json.loads(result.stdout)["rows"] if row["attack"] == "standard"]
+    assert robust["notes"] == ["apgd-t: 1 target class(es), not 3: the data has 2 classes"]
+    assert robust["top1"] <= robust["clean_top1"]
 
 
 @pytest.mark.parametrize(
@@ -233,6 +255,19 @@ def test_a_calibration_of_another_model_or_a_pickle_is_refused(tmp_path: Path) -
     result = invoke("eval", "--out", str(tmp_path / "e"), "--calibration", str(folder), "--n", "4")
     assert result.exit_code == 2 and "pickled checkpoint" in result.output
     assert not (tmp_path / "e").exists()
+
+    other = tmp_path / "other-model"
+    made = invoke(
+        "calibrate", "--out", str(other), "--modalities", "point", "--method", "head", "--mode", "static",
+        "--limit", "8", "--epochs", "1", "--batch-size", "8", "--no-evaluate", "--quiet",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    config = json.loads((other / "config.json").read_text())
+    config["encoder"] = "imagebind-huge@0123456789abcdef"
+    (other / "config.json").write_text(json.dumps(config))
+    result = invoke("eval", "--out", str(tmp_path / "e2"), "--calibration", str(other), "--n", "4")
+    assert result.exit_code == 2 and "made for encoder 'imagebind-huge'" in result.output
+    assert not (tmp_path / "e2").exists()
 
 
 def test_verbose_logs_each_epoch(tmp_path: Path) -> None:

@@ -48,18 +48,20 @@ def test_library_calibrate_reproduces_cli_rows(tmp_path: Path) -> None:
         "--epochs", "1", "--attack-steps", "1", "--batch-size", "16", "--limit", "32", "--n", "6", "--steps", "2",
         "--square-queries", "5", "--quiet",
     )  # fmt: skip
-    calibrated = bindguard.calibrate("tinybind", "builtin", modalities="image", limit=32, out=tmp_path / "lib", **options)
-    assert isinstance(calibrated, bindguard.encoders.calibrated.CalibratedEncoder)
-    after = bindguard.evaluate_calibration(
-        calibrated, "builtin", n=6, steps=2, square_queries=5, out=tmp_path / "lib"
+    calibrated = bindguard.calibrate(
+        "tinybind", "builtin", modalities="image", limit=32, out=tmp_path / "lib", **options
     )
+    assert isinstance(calibrated, bindguard.encoders.calibrated.CalibratedEncoder)
+    after = bindguard.evaluate_calibration(calibrated, "builtin", n=6, steps=2, square_queries=5, out=tmp_path / "lib")
     strip = lambda rows: [{k: v for k, v in row.items() if k not in ("calibration", "train_seconds")} for row in rows]  # noqa: E731
     assert strip(_rows(tmp_path / "cli")) == strip(_rows(tmp_path / "lib")) == strip(after.to_dict()["rows"])
     assert [row.modality for row in after.calibration] == ["image"]
 
 
 def test_results_file_round_trips_through_typed_rows(tmp_path: Path) -> None:
-    bindguard.evaluate("tinybind", "builtin", modalities="depth", attacks="apgd-ce", out=tmp_path, checks=False, **SMALL_EVAL)
+    bindguard.evaluate(
+        "tinybind", "builtin", modalities="depth", attacks="apgd-ce", out=tmp_path, checks=False, **SMALL_EVAL
+    )
     written = json.loads((tmp_path / "results.json").read_text())
     results = bindguard.Results.read(tmp_path)
     assert results.to_dict() == written

@@ -188,7 +188,10 @@ def test_markdown_tables(report_dir: Path) -> None:
     assert "| image | 60 | 95.0 | 84.0–99.0 | 100.0 | 80.0 / 90.0 / 100.0 | 95.0 / 100.0 / 100.0 |" in text
     assert "| audio | 2/255 (0.0157) | 60 | 95.0 → 20.0 |" in text  # relative and absolute budget
     assert "⚠ rises-with-eps" in text
-    assert "| image | 4/255 (0.0157) | 60 | 95.0 → 90.0 | 70.0 | 2.0 → 25.0 | 12,345 (0.05%) | 80 | ok |" in text
+    assert (
+        "| image | 4/255 (0.0157) | 60 | 95.0 → 90.0 | 70.0 | 2.0 → 25.0 | 30.0 → 60.0 | – | 12,345 (0.05%) | 80 | ok |"
+        in text
+    )
     assert "All rows: attack: standard; mode: adaptive; norm: linf; steps: 10; Square queries: 100." in text
 
 

@@ -106,7 +106,7 @@ def mid_domain_batch(spec: InputSpec, count: int = 3) -> torch.Tensor:
 # --- configuration and schedule ------------------------------------------------------------------
 
 
-def test_created_by_name_and_gradient_free() -> None:
+def test_created_by_name_with_its_defaults_and_declared_gradient_free() -> None:
     attack = create_attack("square", threat=ThreatModel.linf("4/255"), queries=50)
     assert isinstance(attack, Square) and not attack.uses_gradients
     assert attack.queries == 50 and attack.p_init == 0.8
@@ -222,7 +222,7 @@ def test_iterates_stay_on_the_budget_boundary(modality: Modality, norm: str) -> 
         assert torch.allclose(delta, delta[:, :1].expand_as(delta), atol=1e-6), "the video perturbation is not one tube"
 
 
-def test_restarts_search_again_for_unbeaten_samples() -> None:
+def test_restarts_search_again_and_keep_the_first_runs_best() -> None:
     encoder = LinearMultiModal()
     spec, threat = encoder.input_spec(Modality.IMAGE), ThreatModel.l2(0.05)
     x = mid_domain_batch(spec)

@@ -160,6 +160,12 @@ class APGDTargeted(APGD):
         """How many targets run on a data set of ``num_classes`` classes: ``targets``, at most C - 1."""
         return max(0, min(self.targets, num_classes - 1))
 
+    def notes_for(self, num_classes: int) -> list[str]:
+        used = self.targets_for(num_classes)
+        if used == self.targets:
+            return []
+        return [f"{self.name}: {used} target class(es), not {self.targets}: the data has {num_classes} classes"]
+
     def _perturb(
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:

@@ -62,6 +62,10 @@ class Attack(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.threat}, objective={self.objective.name})"
 
+    def notes_for(self, num_classes: int) -> list[str]:
+        """What a result row should say about how this attack ran on ``num_classes`` classes (e.g. capped targets)."""
+        return []
+
     def run(
         self, encoder: Encoder, modality: Modality | str, x: torch.Tensor, context: ObjectiveContext
     ) -> AttackResult:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from bindguard.reports.rows import format_eps
+
+if TYPE_CHECKING:
+    from bindguard.pipeline import AttackedSamples
 from bindguard.reports.tables import Table, results_tables
 
 
@@ -31,12 +37,12 @@ def terminal_tables(results: dict, *, only: tuple[str, ...] | None = None) -> li
     return [rich_table(table) for name, table in tables.items() if only is None or name in only]
 
 
-def attack_table(attacked) -> RichTable:
+def attack_table(attacked: AttackedSamples) -> RichTable:
     """Per sample: label, clean and adversarial prediction (red when fooled), achieved norm."""
     summary, tensors, names = attacked.summary, attacked.tensors, attacked.class_names
     drawn = RichTable(
         title=f"{summary['attack']} on {summary['model']} {summary['modality']}, {summary['norm']} eps "
-        f"{summary['eps']:.4g}, {summary['steps']} steps"
+        f"{format_eps(summary['eps'], summary['norm'])} ({summary['eps_abs']:.3g} absolute), {summary['steps']} steps"
     )
     for column in ("sample", "label", "clean", "adversarial", "‖δ‖"):
         drawn.add_column(column, justify="right")

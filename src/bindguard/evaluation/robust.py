@@ -171,16 +171,9 @@ def evaluate_modality_threat(
     return worst, square_outcome
 
 
-def capped_targets(settings: RobustSettings, num_classes: int) -> list[str]:
-    """Notes for ensemble members asking for more target classes than the data has (at most C - 1)."""
-    notes = []
-    for member in settings.ensemble.members:
-        wanted = member.options.get("targets")
-        if wanted is not None and wanted > num_classes - 1:
-            notes.append(
-                f"{member.attack}: {num_classes - 1} target class(es), not {wanted}: the data has {num_classes} classes"
-            )
-    return notes
+def attack_notes(settings: RobustSettings, threat: ThreatModel, num_classes: int) -> list[str]:
+    """What the ensemble's attacks say about how they ran on this many classes (e.g. targets capped at C - 1)."""
+    return [note for _, build, _ in _stages(settings, threat) for note in build().notes_for(num_classes)]
 
 
 def robust_row(
@@ -222,7 +215,7 @@ def robust_row(
         "after": worst.after,
         "square": square,
         "flags": [],
-        "notes": capped_targets(settings, num_classes),
+        "notes": attack_notes(settings, threat, num_classes),
     }
 
 

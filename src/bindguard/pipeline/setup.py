@@ -76,9 +76,11 @@ def data_name(data: Benchmark | str) -> str:
 
 def choose_modalities(modalities: str | Sequence[str | Modality], encoder: Encoder) -> list[Modality]:
     """The perceptual modalities asked for that the encoder has ("all": every one it has)."""
-    names = modalities if isinstance(modalities, str) else [Modality.parse(m).value for m in modalities]
-    chosen = parse_modalities(names, available=PERCEPTUAL_MODALITIES)
     available = tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
+    names = modalities if isinstance(modalities, str) else [Modality.parse(m).value for m in modalities]
+    if isinstance(names, str) and names.strip().lower() == "all":
+        return list(available)
+    chosen = parse_modalities(names, available=PERCEPTUAL_MODALITIES)  # unknown names fail with the full list
     return parse_modalities([m.value for m in chosen], available=available)
 
 
@@ -169,7 +171,7 @@ def robust_settings(
             raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     ensemble = parse_ensemble(attacks) if isinstance(attacks, str) else attacks
     for member in ensemble.members:
-        member.build(threats[0], steps=max(steps, 2), seed=seed)
+        member.build(threats[0], steps=steps, seed=seed)  # e.g. APGD's least step count fails here, not mid-run
     return RobustSettings(
         ensemble=ensemble,
         steps=steps,

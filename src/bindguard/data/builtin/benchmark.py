@@ -282,7 +282,7 @@ def load_builtin(
     data: dict[Modality, ModalityData] = {}
     indices = glyph_split(split)
     labels = _glyphs()[1][indices]
-    for modality in modalities:
+    for modality in map(Modality.parse, modalities):  # names such as "audio" are accepted too
         if modality not in MODALITIES:
             raise ConfigError(
                 f"the built-in benchmark has no {modality.value!r} data; allowed: {', '.join(m.value for m in MODALITIES)}"

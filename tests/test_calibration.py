@@ -16,7 +16,7 @@ from torch import nn
 from bindguard._types import Modality
 from bindguard.calibration import PARTS, CalibrationConfig, parse_method, read_calibrations, write_calibrations
 from bindguard.calibration.module import FORMAT
-from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, encoder_parameters, tower_parameters
+from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration, tower_parameters
 from bindguard.errors import ConfigError, DataError, UnknownNameError
 from bindguard.training.calibrate import CalibrationRecipe, calibrate_modality
 
@@ -47,7 +47,7 @@ def test_calibration_starts_as_the_original(tinybind, test_benchmark, modality: 
 
 @pytest.mark.parametrize("method", LIGHT_PARTS)
 def test_light_methods_train_under_one_percent(tinybind, method: str) -> None:
-    total = encoder_parameters(tinybind)
+    total = tinybind.num_parameters()
     assert total > 25_000_000  # the text tower counts: it is part of the encoder
     for modality in ("image", "video", "audio", "point", "depth", "thermal"):
         calibration = build_calibration(tinybind, config(modality, method))

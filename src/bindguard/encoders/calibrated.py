@@ -32,11 +32,6 @@ class _Embedder(nn.Module):
         return self.base._embed(modality, x)
 
 
-def encoder_parameters(encoder: Encoder) -> int:
-    """All parameters of the encoder, text tower included (the 1% budget is relative to this)."""
-    return encoder.num_parameters()
-
-
 def tower_parameters(encoder: Encoder, modality: Modality) -> dict[str, torch.Tensor]:
     """``{name: parameter}`` of the base encoder that one modality's embedding depends on.
 

@@ -3,7 +3,8 @@
 Layout: a tensor ``<modality>`` (B, ...) in the encoder's raw layout and domain, and a tensor
 ``<modality>.labels`` (B,) of class indices, for each modality; metadata ``class_names`` (a JSON
 list) and optionally ``templates`` (a JSON object: modality -> list of "... {} ..." prompts).
-Inputs are checked against the encoder's spec when they are encoded.
+Inputs are checked against the encoder's spec when they are encoded, and read batch by batch
+(``data.rows.FileRows``): a file larger than memory can be evaluated.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.data.builtin.benchmark import Benchmark, ModalityData
+from bindguard.data.rows import FileRows, first_rows
 from bindguard.errors import ConfigError, DataError
 
 DEFAULT_TEMPLATES = ("a {}.", "a photo of a {}.", "an example of {}.")
@@ -63,16 +65,19 @@ def load_tensor_file(
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
+            keys = list(handle.keys())  # noqa: SIM118 (safe_open is not iterable)
+            # labels are small and read now; inputs stay in the file until a batch asks for them
+            labels_of = {key: handle.get_tensor(key) for key in keys if key.endswith(".labels")}
+        inputs_of = {key: FileRows(path, key) for key in keys if "." not in key}
     except (SafetensorError, OSError, ValueError) as error:
         raise DataError(f"data file {path} is corrupt or not safetensors ({error})") from None
     class_names = tuple(_metadata_list(path, metadata, "class_names"))
     templates_json = json.loads(metadata.get("templates", "{}")) if "templates" in metadata else {}
     data: dict[Modality, ModalityData] = {}
     for modality in modalities:
-        if modality.value not in tensors:
+        if modality.value not in inputs_of:
             continue
-        inputs, labels = tensors[modality.value], tensors.get(f"{modality.value}.labels")
+        inputs, labels = inputs_of[modality.value], labels_of.get(f"{modality.value}.labels")
         if labels is None:
             raise DataError(f"{path}: {modality.value!r} has no '{modality.value}.labels' tensor")
         if labels.dim() != 1 or labels.shape[0] != inputs.shape[0] or labels.is_floating_point():
@@ -82,13 +87,13 @@ def load_tensor_file(
         if labels.numel() and (labels.min() < 0 or labels.max() >= len(class_names)):
             raise DataError(f"{path}: '{modality.value}.labels' must lie in 0..{len(class_names) - 1}")
         if limit is not None:
-            inputs, labels = inputs[:limit], labels[:limit]
-        if inputs.shape[0] == 0:
+            inputs, labels = first_rows(inputs, limit), labels[:limit]
+        if len(inputs) == 0:
             raise DataError(f"{path}: {modality.value!r} holds no samples")
         ids = torch.arange(inputs.shape[0])
         data[modality] = ModalityData(inputs, labels.long(), ids, "file")
     if not data:
-        found = ", ".join(sorted(k for k in tensors if "." not in k)) or "none"
+        found = ", ".join(sorted(inputs_of)) or "none"
         wanted = ", ".join(m.value for m in modalities)
         raise DataError(f"{path} holds no data for the chosen modalities ({wanted}); it has: {found}")
     templates = {m: tuple(templates_json.get(m.value, DEFAULT_TEMPLATES)) for m in data}

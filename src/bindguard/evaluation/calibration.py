@@ -19,6 +19,7 @@ import torch
 from bindguard._types import Modality
 from bindguard.attacks import ThreatModel
 from bindguard.data import Benchmark
+from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.encoders.centers import semantic_centers
@@ -41,7 +42,7 @@ def _mean(hits: torch.Tensor) -> float:
     return float(hits.float().mean())
 
 
-def _scores(encoder: Encoder, modality: Modality, x: torch.Tensor, centers: torch.Tensor, batch_size: int):
+def _scores(encoder: Encoder, modality: Modality, x: Rows, centers: torch.Tensor, batch_size: int):
     return embed_all(encoder, modality, x, batch_size=batch_size) @ centers.T
 
 
@@ -49,7 +50,7 @@ def transfer_worst_cases(
     base: Encoder,
     calibrated: Encoder,
     modality: Modality,
-    x: torch.Tensor,
+    x: Rows,
     labels: torch.Tensor,
     centers: torch.Tensor,
     threat: ThreatModel,
@@ -66,13 +67,11 @@ def transfer_worst_cases(
     for number, (name, build, _) in enumerate(stages):
         if progress:
             progress(f"{modality.value} {threat} transfer", number, len(stages))
-        adversarial, norms = _attack_in_batches(build(), base, modality, x, context, settings.batch_size)
-        before.narrow(
-            everything, *_hits(_scores(base, modality, adversarial, centers, settings.batch_size), labels), norms
+        (on_base, on_calibrated), norms = _attack_in_batches(
+            build(), base, modality, x, everything, context, settings.batch_size, judges=[base, calibrated]
         )
-        transfer.narrow(
-            everything, *_hits(_scores(calibrated, modality, adversarial, centers, settings.batch_size), labels), norms
-        )
+        before.narrow(everything, *on_base, norms)
+        transfer.narrow(everything, *on_calibrated, norms)
         before.after[name] = _mean(before.top1)
         transfer.after[name] = _mean(transfer.top1)
     return before, transfer

@@ -16,6 +16,7 @@ from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
 from bindguard.attacks import Attack
 from bindguard.data import Benchmark
+from bindguard.data.rows import all_rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
 from bindguard.evaluation.clean import embed_all
@@ -32,13 +33,14 @@ def attack_examples(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Attack every sample of ``benchmark``'s ``modality``; returns (tensors, outcome summary)."""
     batch = benchmark.data[modality]
+    inputs = all_rows(batch.inputs)  # a few samples, kept whole for the example file
     centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])
-    clean_embedding = embed_all(encoder, modality, batch.inputs)
+    clean_embedding = embed_all(encoder, modality, inputs)
     target = None
     if target_modality is not None:
         source = benchmark.data[target_modality]
         order = torch.roll(torch.arange(len(source)), 1)[: len(batch)]  # another sample, usually another class
-        target = embed_all(encoder, target_modality, source.inputs[order])
+        target = embed_all(encoder, target_modality, all_rows(source.inputs)[order])
     context = ObjectiveContext(
         labels=batch.labels,
         centers=centers,
@@ -46,11 +48,11 @@ def attack_examples(
         target=target,
         logit_scale=encoder.logit_scale(modality),
     )
-    result = attack.run(encoder, modality, batch.inputs, context)
+    result = attack.run(encoder, modality, inputs, context)
     adversarial_prediction = (embed_all(encoder, modality, result.adversarial) @ centers.T).argmax(1)
     clean_prediction = (clean_embedding @ centers.T).argmax(1)
     tensors = {
-        "clean": batch.inputs.contiguous(),
+        "clean": inputs.contiguous(),
         "adversarial": result.adversarial.contiguous(),
         "labels": batch.labels.contiguous(),
         "clean_prediction": clean_prediction.contiguous(),

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from bindguard._types import Modality
 from bindguard.attacks import ThreatModel, create_attack
+from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
+from bindguard.evaluation.clean import embed_all
 from bindguard.objectives import ObjectiveContext
 
 if TYPE_CHECKING:
@@ -36,13 +38,11 @@ class SanityChecker:
         self,
         encoder: Encoder,
         modality: Modality,
-        x: torch.Tensor,
+        x: Rows,
         labels: torch.Tensor,
         centers: torch.Tensor,
         settings: RobustSettings,
     ):
-        from bindguard.evaluation.clean import embed_all
-
         self.encoder, self.modality, self.settings = encoder, modality, settings
         correct = (embed_all(encoder, modality, x, batch_size=settings.batch_size) @ centers.T).argmax(1) == labels
         chosen = torch.nonzero(correct).flatten()[: settings.check_samples]

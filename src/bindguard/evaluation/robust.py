@@ -17,6 +17,7 @@ import torch
 from bindguard._types import Modality
 from bindguard.attacks import Attack, ThreatModel, create_attack
 from bindguard.data import Benchmark
+from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
 from bindguard.evaluation.clean import embed_all
@@ -54,16 +55,42 @@ class RobustSettings:
 
 
 def _attack_in_batches(
-    attack: Attack, encoder: Encoder, modality: Modality, x: torch.Tensor, context: ObjectiveContext, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adversarial inputs and achieved norms for a whole set, in batches."""
-    adversarial, norms = [], []
-    for start in range(0, x.shape[0], batch_size):
-        index = torch.arange(start, min(start + batch_size, x.shape[0]))
-        result = attack.run(encoder, modality, x[index], context.subset(index))
-        adversarial.append(result.adversarial)
+    attack: Attack,
+    encoder: Encoder,
+    modality: Modality,
+    x: Rows,
+    index: torch.Tensor,
+    context: ObjectiveContext,
+    batch_size: int,
+    judges: Sequence[Encoder] | None = None,
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Attack the samples ``x[index]`` batch by batch and judge each adversarial batch at once.
+
+    Only one batch of inputs is in memory at a time; adversarial inputs are not kept.
+
+    Args:
+        attack, encoder, modality: what attacks what.
+        x: every sample's raw input (a tensor or rows read on demand); ``context`` covers all of them.
+        index: (K,) the samples to attack.
+        batch_size: samples per attacked batch.
+        judges: encoders whose top-1/top-5 hits on the adversarial inputs are returned (default: ``encoder``).
+
+    Returns:
+        Per judge, (K,) top-1 and top-5 hits against ``context.centers``, and (K,) achieved norms.
+    """
+    judges = list(judges or [encoder])
+    hits: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in judges]
+    norms = []
+    for start in range(0, index.numel(), batch_size):
+        batch = index[start : start + batch_size]
+        result = attack.run(encoder, modality, x[batch], context.subset(batch))
         norms.append(result.norms)
-    return torch.cat(adversarial), torch.cat(norms)
+        with torch.no_grad():
+            for judged, judge in zip(hits, judges, strict=True):
+                embedding = judge.encode_modality(modality, result.adversarial.to(judge.device), validate=False)
+                judged.append(_hits(embedding.cpu() @ context.centers.T, context.labels[batch]))
+    joined = [(torch.cat([h[0] for h in judged]), torch.cat([h[1] for h in judged])) for judged in hits]
+    return joined, torch.cat(norms)
 
 
 def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
@@ -125,7 +152,7 @@ def _hits(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 def evaluate_modality_threat(
     encoder: Encoder,
     modality: Modality,
-    x: torch.Tensor,
+    x: Rows,
     labels: torch.Tensor,
     centers: torch.Tensor,
     threat: ThreatModel,
@@ -152,12 +179,8 @@ def evaluate_modality_threat(
         index = worst.active
         before_top1 = worst.top1.clone()
         if index.numel():
-            adversarial, norms = _attack_in_batches(
-                build(), encoder, modality, x[index], context.subset(index), settings.batch_size
-            )
-            with torch.no_grad():
-                scores = embed_all(encoder, modality, adversarial, batch_size=settings.batch_size) @ centers.T
-            worst.narrow(index, *_hits(scores, labels[index]), norms)
+            (hits,), norms = _attack_in_batches(build(), encoder, modality, x, index, context, settings.batch_size)
+            worst.narrow(index, *hits, norms)
         if is_check:
             square_outcome = {"broken": int((before_top1 & ~worst.top1).sum()), "queries": settings.square_queries}
             state.put("square", square_outcome)

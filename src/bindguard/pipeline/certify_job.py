@@ -8,6 +8,7 @@ import torch
 
 from bindguard._types import Modality
 from bindguard.data import Benchmark
+from bindguard.data.rows import all_rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
 from bindguard.evaluation.certify import certify
@@ -33,7 +34,7 @@ def certify_samples(
     benchmark = load_data(data, model, [chosen], split="test", limit=n, required=True)
     batch = benchmark.data[chosen]
     centers = semantic_centers(model, benchmark.class_names, benchmark.templates[chosen])
-    certificate = certify(model, chosen, batch.inputs, centers, n=draws, alpha=alpha)
+    certificate = certify(model, chosen, all_rows(batch.inputs), centers, n=draws, alpha=alpha)
     correct = certificate.prediction == batch.labels
     largest = float(certificate.radius.max())
     radii = sorted({0.0, *(largest * f for f in (0.25, 0.5, 0.75, 1.0))})

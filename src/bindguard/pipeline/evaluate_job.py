@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from bindguard._types import Modality
 from bindguard.data import Benchmark
+from bindguard.data.rows import fingerprint_rows
 from bindguard.encoders import Encoder
-from bindguard.encoders.base import fingerprint_tensors
 from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
 from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
@@ -115,7 +116,7 @@ def evaluate(
         run_config = {
             "model": model.identity,
             "data": data_name(data),
-            "data_fingerprint": {m.value: _data_fingerprint(benchmark, m) for m in chosen},
+            "data_fingerprint": {m.value: _data_fingerprint(benchmark, m, batch_size) for m in chosen},
             "n": n,
         }
         rows += evaluate_robust(
@@ -154,7 +155,7 @@ def evaluate(
     return results
 
 
-def _data_fingerprint(benchmark: Benchmark, modality) -> str:
+def _data_fingerprint(benchmark: Benchmark, modality: Modality, batch_size: int) -> str:
     """What the samples are, not where they came from: a changed data file restarts the resumable state."""
     item = benchmark.data[modality]
-    return fingerprint_tensors({"inputs": item.inputs, "labels": item.labels})
+    return fingerprint_rows(item.inputs, item.labels, batch_size=batch_size)

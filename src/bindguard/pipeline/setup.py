@@ -13,6 +13,7 @@ import torch
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
 from bindguard.attacks import ThreatModel
 from bindguard.data import DATASETS, Benchmark, ModalityData, load_dataset
+from bindguard.data.rows import first_rows
 from bindguard.encoders import ENCODERS, Encoder, create_encoder
 from bindguard.errors import ConfigError, DataError
 from bindguard.evaluation.ensemble import Ensemble, parse_ensemble
@@ -132,7 +133,7 @@ def _limited(benchmark: Benchmark, modalities: Sequence[Modality], limit: int | 
     def first(item: ModalityData) -> ModalityData:
         if limit is None:
             return item
-        return ModalityData(item.inputs[:limit], item.labels[:limit], item.instance_ids[:limit], item.source)
+        return ModalityData(first_rows(item.inputs, limit), item.labels[:limit], item.instance_ids[:limit], item.source)
 
     data = {m: first(item) for m, item in benchmark.data.items() if m in modalities}
     templates = {m: t for m, t in benchmark.templates.items() if m in data}

@@ -32,6 +32,7 @@ from bindguard.attacks import ThreatModel
 from bindguard.attacks.pgd import PGD
 from bindguard.calibration import Calibration, CalibrationConfig, parse_method, read_calibrations, write_calibrations
 from bindguard.data import Benchmark
+from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
 from bindguard.encoders.centers import semantic_centers
@@ -122,7 +123,7 @@ def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
 
 
 @torch.no_grad()
-def _raw_embed(encoder: Encoder, modality: Modality, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+def _raw_embed(encoder: Encoder, modality: Modality, x: Rows, batch_size: int = 128) -> torch.Tensor:
     """Unnormalised embeddings, the input of a post-encoder head, on the encoder's device."""
     device = encoder.device
     return torch.cat(
@@ -136,7 +137,7 @@ def _raw_embed(encoder: Encoder, modality: Modality, x: torch.Tensor, batch_size
 def _static_examples(
     base: Encoder,
     modality: Modality,
-    x: torch.Tensor,
+    x: Rows,
     labels: torch.Tensor,
     centers: torch.Tensor,
     frozen: torch.Tensor,
@@ -214,7 +215,7 @@ def _load_checkpoint(
 def calibrate_modality(
     base: Encoder,
     modality: Modality,
-    x: torch.Tensor,
+    x: Rows,
     labels: torch.Tensor,
     centers: torch.Tensor,
     recipe: CalibrationRecipe,

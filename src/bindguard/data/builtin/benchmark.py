@@ -26,6 +26,7 @@ from scipy.signal import resample_poly
 from bindguard._types import Modality
 from bindguard.data.builtin import render
 from bindguard.data.builtin.spoken_digits import DIGIT_WORDS, SAMPLE_RATE, load_spoken_digits, voice_split
+from bindguard.data.rows import Rows
 from bindguard.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -80,13 +81,14 @@ class ModalityData:
     """One modality of a split.
 
     Attributes:
-        inputs: raw inputs, (B, ...) in the modality's domain.
+        inputs: raw inputs, (B, ...) in the modality's domain: a tensor, or rows read on demand
+            (``data.rows.Rows``: a length and ``inputs[index]`` batches).
         labels: (B,) class indices.
         instance_ids: (B,) source-sample ids; equal ids across modalities mean the same instance.
         source: what the ids index (``"glyph"`` or ``"spoken"``); ids from different sources never match.
     """
 
-    inputs: torch.Tensor
+    inputs: torch.Tensor | Rows
     labels: torch.Tensor
     instance_ids: torch.Tensor
     source: str

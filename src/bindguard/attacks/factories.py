@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bindguard.attacks.apgd import APGD, APGDTargeted
+from bindguard.attacks.base import Attack
 from bindguard.attacks.fgsm import FGSM
 from bindguard.attacks.pgd import PGD
 from bindguard.attacks.threat import ThreatModel
@@ -48,7 +49,7 @@ def cross_modal(threat: ThreatModel, **options: Any) -> APGD:
     return _named(APGD(threat, objective=TargetedEmbedding(), **options), "cross-modal")
 
 
-def square(threat: ThreatModel, **options: Any):
+def square(threat: ThreatModel, **options: Any) -> Attack:
     from bindguard.attacks.square import Square
 
     return Square(threat, **options)

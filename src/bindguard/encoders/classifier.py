@@ -22,7 +22,16 @@ class ClassifierEncoder(Encoder):
     name = "classifier"
     modalities = (Modality.IMAGE,)
 
-    def __init__(self, model: nn.Module, *, height: int, width: int, classes: int, mean=None, std=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        height: int,
+        width: int,
+        classes: int,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+    ):
         super().__init__()
         self.model = model
         self.embed_dim = classes

@@ -42,7 +42,7 @@ def _mean(hits: torch.Tensor) -> float:
     return float(hits.float().mean())
 
 
-def _scores(encoder: Encoder, modality: Modality, x: Rows, centers: torch.Tensor, batch_size: int):
+def _scores(encoder: Encoder, modality: Modality, x: Rows, centers: torch.Tensor, batch_size: int) -> torch.Tensor:
     return embed_all(encoder, modality, x, batch_size=batch_size) @ centers.T
 
 

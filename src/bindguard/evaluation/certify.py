@@ -15,6 +15,7 @@ import torch
 from scipy.stats import beta, norm
 
 from bindguard._types import Modality
+from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.errors import ConfigError
 
@@ -31,7 +32,9 @@ class Certificate:
 
 
 @torch.no_grad()
-def _counts(encoder, modality, x, centers, draws: int, batch_size: int) -> torch.Tensor:
+def _counts(
+    encoder: Encoder, modality: Modality, x: torch.Tensor, centers: torch.Tensor, draws: int, batch_size: int
+) -> torch.Tensor:
     counts = torch.zeros(x.shape[0], centers.shape[0], dtype=torch.long)
     device = encoder.device
     centers = centers.to(device)

@@ -20,7 +20,8 @@ class ObjectiveContext:
         clean: (B, D) unit-norm embeddings of the clean inputs.
         target: (B, D) unit-norm embeddings to move onto (targeted cross-modal attack).
         target_labels: (B,) class to push towards (targeted zero-shot attacks).
-        logit_scale: multiplies cosine similarities before a softmax.
+        logit_scale: multiplies cosine similarities before a softmax; evaluation and calibration set
+            the encoder's own (``Encoder.logit_scale``), the default is CLIP's for contexts built by hand.
     """
 
     labels: torch.Tensor | None = None

@@ -77,9 +77,12 @@ def check_objective(name: str) -> str:
 
 
 def calibration_loss(
-    name: str, batch: CalibrationBatch, *, reg: float, scale: float = 30.0, temperature: float = 0.1
+    name: str, batch: CalibrationBatch, *, reg: float, scale: float, temperature: float = 0.1
 ) -> torch.Tensor:
-    """The objective ``name`` plus ``reg`` times the consistency regulariser (see the module docstring)."""
+    """The objective ``name`` plus ``reg`` times the consistency regulariser (see the module docstring).
+
+    ``scale`` is the logit scale of the CE terms: the encoder's own (``Encoder.logit_scale``) unless a recipe sets one.
+    """
     if name == "clean":
         main = fixed_center_ce(batch.clean, batch, scale)
     elif name == "ce":

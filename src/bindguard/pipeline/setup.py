@@ -77,7 +77,7 @@ def data_name(data: Benchmark | str) -> str:
 
 def choose_modalities(modalities: str | Sequence[str | Modality], encoder: Encoder) -> list[Modality]:
     """The perceptual modalities asked for that the encoder has ("all": every one it has)."""
-    available = tuple(m for m in encoder.modalities if m in PERCEPTUAL_MODALITIES)
+    available = tuple(m for m in PERCEPTUAL_MODALITIES if m in encoder.modalities)  # the canonical order
     names = modalities if isinstance(modalities, str) else [Modality.parse(m).value for m in modalities]
     if isinstance(names, str) and names.strip().lower() == "all":
         return list(available)

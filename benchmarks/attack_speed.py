@@ -233,7 +233,9 @@ class Row:
 def robust_accuracy(setup: Setup, adversarial: torch.Tensor) -> float:
     """Top-1 accuracy at ``adversarial``, judged by the original encoder (never by the fast copy)."""
     with torch.no_grad():
-        embedding = setup.encoder.encode_modality(setup.modality, adversarial, normalize=setup.objective.unit_norm, validate=False)
+        embedding = setup.encoder.encode_modality(
+            setup.modality, adversarial, normalize=setup.objective.unit_norm, validate=False
+        )
         return 1.0 - float(setup.objective.success(embedding, setup.context).float().mean())
 
 

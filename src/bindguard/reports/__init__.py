@@ -26,7 +26,7 @@ CALIBRATION_CAPTION = (
 )
 
 
-def render_report(directory: Path, *, progress: Progress | None = None) -> dict[str, bytes]:
+def render_report(directory: str | Path, *, progress: Progress | None = None) -> dict[str, bytes]:
     """Everything ``build_report`` writes, as ``{path relative to directory: contents}``, without writing.
 
     Rendering all of it before writing anything means bad input leaves the folder untouched.
@@ -75,7 +75,7 @@ def render_report(directory: Path, *, progress: Progress | None = None) -> dict[
     return files
 
 
-def write_report(directory: Path, files: dict[str, bytes]) -> list[Path]:
+def write_report(directory: str | Path, files: dict[str, bytes]) -> list[Path]:
     """Write ``render_report``'s files atomically (each appears whole or not at all); the report page last."""
     order = sorted(files, key=lambda name: name == "report.html")
     written = []
@@ -86,7 +86,7 @@ def write_report(directory: Path, files: dict[str, bytes]) -> list[Path]:
     return written
 
 
-def build_report(directory: Path, *, progress: Progress | None = None) -> Path:
+def build_report(directory: str | Path, *, progress: Progress | None = None) -> Path:
     """Write ``report.html``, ``results.csv``, ``results.md`` and ``plots/*.png`` into a results folder.
 
     Raises:

@@ -166,3 +166,12 @@ def test_cli_logs_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None
     )
     assert result.exit_code == 0
     assert "image: 4/4" in result.output  # CliRunner mixes stderr into output
+
+
+def test_calibration_rows_follow_the_canonical_modality_order(tmp_path: Path, tinybind) -> None:
+    calibrated = bindguard.calibrate(tinybind, "builtin", modalities="depth,video", limit=8, method="head",
+                                     mode="static", epochs=1, attack_steps=1, batch_size=8, out=tmp_path)  # fmt: skip
+    loaded = bindguard.create_encoder("tinybind", calibration=tmp_path)  # read back from config.json
+    for model in (calibrated, loaded):
+        after = bindguard.evaluate_calibration(model, "builtin", n=4, steps=2, square_queries=0, checks=False)
+        assert [row.modality for row in after.calibration] == ["video", "depth"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bindguard._types import Modality
+from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.data import DATASETS, Benchmark
 from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
@@ -145,8 +145,7 @@ def evaluate_calibration(
         seed=seed,
     )
     started = time.perf_counter()
-    chosen = [Modality.parse(m) for m in calibrated.calibrations]
-    chosen = choose_modalities([m.value for m in chosen], calibrated)
+    chosen = [m for m in PERCEPTUAL_MODALITIES if m.value in calibrated.calibrations]  # the canonical order
     # image and depth come along as galleries for the instance-retrieval alignment check
     named = isinstance(data, str) and data in DATASETS.names()
     partners = [m for m in (Modality.IMAGE, Modality.DEPTH) if m not in chosen and m in calibrated.modalities]

@@ -157,7 +157,7 @@ def test_two_class_user_data_runs_the_standard_ensemble(tmp_path: Path) -> None:
     ("images", "message"),
     [
         ("shape", "must have shape (B,3,32,32)"),
-        ("dtype", "must be floating point"),
+        ("dtype", "floating point"),
         ("domain", "outside its domain"),
         ("nan", "NaN or Inf"),
         ("empty", "holds no samples"),

@@ -28,3 +28,7 @@ class ConfigError(BindguardError, ValueError):
 
 class MissingDependencyError(BindguardError, ImportError):
     """An optional backend that is not installed."""
+
+
+class DivergedError(BindguardError, ArithmeticError):
+    """Training whose loss or weights went non-finite; the last good checkpoint is kept."""

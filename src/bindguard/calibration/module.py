@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from bindguard._checks import check_count, check_number
+from bindguard._types import Modality
 from bindguard.calibration.heads import LinearHead, ResidualHead
 from bindguard.calibration.lowrank import FullOverride, LowRankAdapter
 from bindguard.calibration.purifiers import Purifier
@@ -41,9 +43,34 @@ def parse_method(method: str) -> tuple[str, ...]:
     return tuple(part for part in PARTS if part in parts)
 
 
+def check_options(options: object) -> dict:
+    """Method sizes (``DEFAULT_OPTIONS``' keys): positive integer sizes, a finite noise >= 0, a boolean ``small``."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"calibration options must be an object such as {{'rank': 4}}, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown calibration option {unknown[0]!r}; allowed: {', '.join(DEFAULT_OPTIONS)}")
+    for name in ("rank", "hidden", "width"):
+        if name in options:
+            check_count(name, options[name], 1)
+    if "noise" in options:
+        check_number("noise", options["noise"], least=0.0)
+    if "small" in options and not isinstance(options["small"], bool):
+        raise ConfigError(f"calibration option 'small' must be true or false, got {options['small']!r}")
+    return options
+
+
+def check_threat(threat: object) -> dict:
+    """``{"norm": "linf" | "l2", "eps": finite > 0}``, the budget a calibration was trained at."""
+    if not isinstance(threat, dict) or threat.get("norm") not in ("linf", "l2"):
+        raise ConfigError(f"a calibration's threat must be {{'norm': 'linf' or 'l2', 'eps': number}}, got {threat!r}")
+    check_number("eps", threat.get("eps"), least=0.0, inclusive=False)
+    return threat
+
+
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """What ``config.json`` records about one modality's calibration."""
+    """What ``config.json`` records about one modality's calibration; every field is checked on construction."""
 
     modality: str
     method: str
@@ -52,6 +79,21 @@ class CalibrationConfig:
     options: dict = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
     recipe: dict = field(default_factory=dict)
     trainable_parameters: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.modality, str):
+            raise ConfigError(f"a calibration's modality must be a name, got {self.modality!r}")
+        Modality.parse(self.modality)
+        if not isinstance(self.method, str):
+            raise ConfigError(f"a calibration's method must be text such as 'purifier+lora', got {self.method!r}")
+        parse_method(self.method)
+        if not isinstance(self.objective, str) or not self.objective:
+            raise ConfigError(f"a calibration's objective must be a name such as 'ce', got {self.objective!r}")
+        check_threat(self.threat)
+        check_options(self.options)
+        if not isinstance(self.recipe, dict):
+            raise ConfigError(f"a calibration's recipe must be an object, got {type(self.recipe).__name__}")
+        check_count("trainable_parameters", self.trainable_parameters, 0)
 
     def to_json(self) -> dict:
         return asdict(self)

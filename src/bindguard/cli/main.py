@@ -16,9 +16,11 @@ from bindguard.cli.listing import attacks_list, data_list, models_list
 from bindguard.cli.options import CalibrationOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.report import report_command
 from bindguard.cli.tables import attack_table, terminal_tables
-from bindguard.cli.terminal import console, output, progress_bars, user_errors
+from bindguard.cli.terminal import OneLineErrors, console, output, progress_bars, user_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    cls=OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
 models_app = typer.Typer(no_args_is_help=True, help="Encoders bindguard can build.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets and the built-in benchmark.")
 tinybind_app = typer.Typer(no_args_is_help=True, help="The embedded default encoder.")

@@ -12,12 +12,20 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bindguard.errors import BindguardError
 
+try:  # typer vendors its own click since 0.2x; its usage errors are that copy's classes
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exceptions
+
 LOG_WIDTH = 160
-console = Console(stderr=True)  # progress and messages; stdout stays clean for tables and --json
+# progress and messages; stdout stays clean for tables and --json. Messages never wrap: a script that
+# greps a log or a pipe for "results: PATH" gets the whole path.
+console = Console(stderr=True, soft_wrap=True)
 output = Console()
 if not output.is_terminal:
     output.width = LOG_WIDTH  # logs and pipes: wide enough that tables keep one line per row
@@ -27,8 +35,13 @@ EXIT_INTERRUPTED = 130
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _one_line(message: str) -> str:
+    """A message on one line, whatever it quotes (a path or value with a newline in it included)."""
+    return " ".join(message.split())
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,6 +58,39 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The root command group: a wrong option or value (click's usage errors) is one line and exit 2.
+
+    Click would print the usage, a hint and a boxed panel; every other bindguard error is one line,
+    so these are too, and each names the command's --help for the fix.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exceptions.NoArgsIsHelpError as error:
+            error.show()  # a bare group name: its help is the answer
+            sys.exit(0)
+        except click_exceptions.ClickException as error:
+            sys.exit(_usage_error(error))
+        except typer.Abort:
+            console.print("[yellow]aborted[/]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(error: click_exceptions.ClickException) -> int:
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "bindguard"
+    message = _one_line(error.format_message()).rstrip(".")
+    console.print(
+        f"[bold red]error:[/] {escape(message)}; see '{escape(command)} --help'", highlight=False, soft_wrap=True
+    )
+    return error.exit_code if error.exit_code else EXIT_BAD_INPUT
 
 
 #: Seconds between progress lines when stderr is not a terminal (CI logs, nohup, | tee).

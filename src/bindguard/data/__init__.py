@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ DATASETS.register(
 )
 
 
-def load_dataset(name: str, /, **options: Any) -> Benchmark:
+def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
     """Load a registered data set by name (``load_dataset("builtin", split="test")``) or a user file.
 
     Options go to the data set's loader: for ``"builtin"`` see ``load_builtin``, including
@@ -25,6 +26,7 @@ def load_dataset(name: str, /, **options: Any) -> Benchmark:
     A name ending in ``.safetensors`` is read as a user data file (see ``data.tensor_file``); its
     tensors have the sizes they were saved with, so ``shapes`` and ``sample_rate`` are ignored.
     """
+    name = os.fspath(name) if isinstance(name, os.PathLike) else name
     if name.endswith(".safetensors"):
         from bindguard.data.tensor_file import load_tensor_file
 

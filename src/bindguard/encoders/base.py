@@ -24,6 +24,18 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
     return f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
 
 
+def non_finite_tensor(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or an infinity, or None when all are finite.
+
+    Loaders call it on every tensor they read: a number is never computed from non-finite weights.
+    """
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def fingerprint_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
     """A short SHA-256 of named tensors (names, dtypes, shapes and values): two weight sets, two fingerprints."""
     digest = hashlib.sha256()

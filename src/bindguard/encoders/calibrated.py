@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from bindguard._types import Modality
 from bindguard.calibration import Calibration, CalibrationConfig, read_calibrations, write_calibrations
-from bindguard.encoders.base import Encoder, fingerprint_tensors, state_mismatch
+from bindguard.encoders.base import Encoder, fingerprint_tensors, non_finite_tensor, state_mismatch
 from bindguard.errors import DataError
 from bindguard.modalities import InputSpec
 
@@ -165,6 +165,12 @@ class CalibratedEncoder(Encoder):
         """
         header, configs, tensors = read_calibrations(directory)
         check_made_for(base, header["encoder"], directory)
+        broken = non_finite_tensor(tensors)
+        if broken is not None:
+            raise DataError(
+                f"calibration {directory}: tensor {broken!r} holds NaN or infinite values; fix: calibrate again "
+                "(with a lower --learning-rate if training diverged)"
+            )
         if header["embed_dim"] != base.embed_dim:
             raise DataError(
                 f"calibration {directory} is for {header['embed_dim']}-d embeddings; {base.name} has {base.embed_dim}"

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bindguard._types import Modality
-from bindguard.encoders.base import Encoder, state_mismatch
+from bindguard.encoders.base import Encoder, non_finite_tensor, state_mismatch
 from bindguard.encoders.efficientnet_lite import load_pretrained_lite0
 from bindguard.encoders.fusion import optimize_frozen
 from bindguard.encoders.logmel import LogMel
@@ -188,6 +188,10 @@ class TinyBind(Encoder):
             DataError: for a missing, corrupt or mismatched file.
         """
         path = Path(path)
+        if path.is_dir():
+            raise DataError(
+                f"TinyBind weights {path} is a folder; give the .safetensors file written by tinybind train"
+            )
         if not path.is_file():
             raise DataError(f"TinyBind weights not found at {path}; fix: bindguard tinybind train --out {path}")
         try:
@@ -203,11 +207,25 @@ class TinyBind(Encoder):
             raise DataError(
                 f"{path} is not a TinyBind weights file (format {metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r})"
             )
+        try:
+            recipe = json.loads(metadata.get("recipe", "{}"))
+        except ValueError as error:
+            raise DataError(
+                f"TinyBind weights at {path}: metadata 'recipe' is not JSON ({error}); fix: train again"
+            ) from None
+        if not isinstance(recipe, dict):
+            raise DataError(f"TinyBind weights at {path}: metadata 'recipe' must be a JSON object; fix: train again")
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         mismatch = state_mismatch(self.trained_state(), state)
         if mismatch:
             raise DataError(
                 f"TinyBind weights at {path} do not fit this model ({mismatch}); fix: bindguard tinybind train --out {path}"
+            )
+        broken = non_finite_tensor(state)
+        if broken is not None:
+            raise DataError(
+                f"TinyBind weights at {path}: tensor {broken!r} holds NaN or infinite values; "
+                f"fix: bindguard tinybind train --out {path}"
             )
         self.heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
         self.point_net.load_state_dict(
@@ -216,7 +234,7 @@ class TinyBind(Encoder):
         self.audio_mean.copy_(state["audio_mean"])
         self.audio_std.copy_(state["audio_std"])
         self.__dict__["_fingerprint"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        return json.loads(metadata.get("recipe", "{}"))
+        return recipe
 
 
 def shipped_weights_path() -> Path:

@@ -7,6 +7,7 @@ if no attack broke it. Square runs last, as a black-box check whose breaks count
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -293,6 +294,9 @@ def evaluate_robust(
                 "square": settings.square_queries,
                 "seed": settings.seed,
                 "n": len(data),
+                "checks": [settings.checks, settings.check_samples],
+                "batch_size": settings.batch_size,
+                "centers": _fingerprint(centers),  # class names, templates and text tower, by what they give
             }
             path = (
                 None
@@ -321,3 +325,9 @@ def evaluate_robust(
             checker.check_sweep(modality_rows)
         rows.extend(modality_rows)
     return rows
+
+
+def _fingerprint(centers: torch.Tensor) -> str:
+    """What the centers are, to 4 decimals: other prompts change them far more, thread counts far less."""
+    rounded = torch.round(centers.detach().float().cpu() * 1e4).to(torch.int32).contiguous()
+    return hashlib.sha256(rounded.numpy().tobytes()).hexdigest()[:16]

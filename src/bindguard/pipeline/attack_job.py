@@ -7,14 +7,21 @@ from pathlib import Path
 
 import torch
 
+from bindguard._checks import check_count, check_seed
 from bindguard._types import Modality
 from bindguard.attacks import ThreatModel, create_attack
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
 from bindguard.encoders.expectation import with_expectation
-from bindguard.errors import ConfigError, InvalidInputError
+from bindguard.errors import InvalidInputError
 from bindguard.evaluation.examples import attack_examples, write_examples
-from bindguard.pipeline.setup import check_data_name, check_out, data_name, load_data, load_encoder
+from bindguard.pipeline.setup import (
+    check_data_name,
+    check_out,
+    data_name,
+    load_data,
+    load_encoder,
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ def attack_samples(
     if chosen is Modality.TEXT:
         raise InvalidInputError("text is discrete; attacks perturb the other modalities' raw inputs")
     threat = ThreatModel.parse(norm, eps)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    check_count("steps", steps, 1)
+    check_count("n", n, 1)
+    check_seed(seed)
     options = {"queries": steps} if attack == "square" else ({} if attack == "fgsm" else {"steps": steps})
     attacker = create_attack(attack, threat=threat, seed=seed, **options)
     model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from bindguard._checks import check_count
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.data import DATASETS, Benchmark
 from bindguard.encoders import Encoder
@@ -19,6 +20,7 @@ from bindguard.errors import ConfigError
 from bindguard.evaluation.calibration import evaluate_calibration as measure_calibration
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
 from bindguard.evaluation.results import Results
+from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
     check_data_name,
     check_out,
@@ -83,6 +85,7 @@ def calibrate(
     recipe.check()
     out = check_out(out)
     check_data_name(data)
+    check_count("limit", limit, 2, optional=True)
     torch.manual_seed(recipe.seed)
     base = load_encoder(encoder, weights=weights, device=device)
     chosen = choose_modalities(modalities, base)
@@ -132,6 +135,7 @@ def evaluate_calibration(
         raise ConfigError("evaluate_calibration needs a calibrated encoder; fix: bindguard.calibrate(...) first")
     out = check_out(out)
     check_data_name(data)
+    check_count("n", n, 1, optional=True)
     trained = next(iter(calibrated.calibrations.values())).config.threat
     threat = parse_threats([trained["eps"] if eps is None else eps], norm or trained["norm"])[0]
     settings = robust_settings(
@@ -151,6 +155,7 @@ def evaluate_calibration(
     partners = [m for m in (Modality.IMAGE, Modality.DEPTH) if m not in chosen and m in calibrated.modalities]
     test = load_data(data, calibrated, chosen + (partners if named else []), split="test", limit=n, required=False)
     source = str(out) if out is not None else calibrated.identity
+    fingerprints = data_fingerprints(test)
     calibration_rows, robust_rows = measure_calibration(
         calibrated.base,
         calibrated,
@@ -159,7 +164,13 @@ def evaluate_calibration(
         settings=settings,
         modalities=[m for m in chosen if m in test.data],
         state_directory=None if out is None else out / "state",
-        run_config={"model": calibrated.identity, "data": data_name(data), "n": n},
+        run_config={
+            "model": calibrated.identity,
+            "data": data_name(data),
+            "data_fingerprint": fingerprints,
+            "n": n,
+            "versions": state_versions(),
+        },
         progress=progress,
     )
     recipe = next(iter(calibrated.calibrations.values())).config.recipe
@@ -176,6 +187,9 @@ def evaluate_calibration(
             "model_identity": calibrated.identity,
             "seconds": round(time.perf_counter() - started, 1),
         },
+    )
+    results.provenance = provenance(
+        model=calibrated, data=data_name(data), fingerprints=fingerprints, seed=seed, calibration=out
     )
     if out is not None:
         results.write(out)

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import torch
 
+from bindguard._checks import check_count, check_number
 from bindguard._types import Modality
 from bindguard.data import Benchmark
 from bindguard.data.rows import all_rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
+from bindguard.errors import ConfigError
 from bindguard.evaluation.certify import certify
 from bindguard.pipeline.setup import check_data_name, load_data, load_encoder
 
@@ -28,6 +30,10 @@ def certify_samples(
 ) -> dict:
     """Certify ``n`` test samples; returns the summary (per-radius certified accuracy) and per-sample radii."""
     check_data_name(data)
+    check_count("n", n, 1)
+    check_count("draws", draws, 8)
+    if check_number("alpha", alpha, least=0.0, inclusive=False) > 0.5:
+        raise ConfigError(f"--alpha must be in (0, 0.5], got {alpha!r}")
     chosen = Modality.parse(modality)
     model = load_encoder(encoder, calibration=calibration, device=device)
     model.check_modality(chosen)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from bindguard._types import Modality
+from bindguard._checks import check_count, check_seed
 from bindguard.data import Benchmark
-from bindguard.data.rows import fingerprint_rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
 from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
 from bindguard.evaluation.results import Results
 from bindguard.evaluation.robust import evaluate_robust
+from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
     check_data_name,
     check_out,
@@ -92,6 +92,9 @@ def evaluate(
     """
     out = check_out(out)
     check_data_name(data)
+    check_seed(seed)
+    check_count("n", n, 1, optional=True)
+    check_count("batch_size", batch_size, 1)
     settings = None
     threats = parse_threats(eps, norm) if attacks is not None else []
     if attacks is not None:
@@ -111,13 +114,15 @@ def evaluate(
     everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
     benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
     chosen = [m for m in chosen if m in benchmark.data]
+    fingerprints = data_fingerprints(benchmark)
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
     if settings is not None:
         run_config = {
             "model": model.identity,
             "data": data_name(data),
-            "data_fingerprint": {m.value: _data_fingerprint(benchmark, m, batch_size) for m in chosen},
+            "data_fingerprint": {m.value: fingerprints[m.value] for m in chosen},
             "n": n,
+            "versions": state_versions(),
         }
         rows += evaluate_robust(
             model,
@@ -150,12 +155,14 @@ def evaluate(
         "device": str(model.device),
     }
     results = Results.new(model=model.name, data=data_name(data), seed=seed, rows=rows, settings=run_settings)
+    results.provenance = provenance(
+        model=model,
+        data=data_name(data),
+        fingerprints=fingerprints,
+        seed=seed,
+        weights=weights,
+        calibration=calibration,
+    )
     if out is not None:
         results.write(out)
     return results
-
-
-def _data_fingerprint(benchmark: Benchmark, modality: Modality, batch_size: int) -> str:
-    """What the samples are, not where they came from: a changed data file restarts the resumable state."""
-    item = benchmark.data[modality]
-    return fingerprint_rows(item.inputs, item.labels, batch_size=batch_size)

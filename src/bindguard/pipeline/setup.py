@@ -5,11 +5,13 @@ Each check runs before any slow work, so a bad option fails in a second, not aft
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from bindguard._checks import check_count, check_seed
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
 from bindguard.attacks import ThreatModel
 from bindguard.data import DATASETS, Benchmark, ModalityData, load_dataset
@@ -34,11 +36,19 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def check_out(out: str | Path | None) -> Path | None:
+    """The output folder, checked to be creatable and writable before any slow work (nothing is created here)."""
     if out is None:
         return None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; give a folder path")
+    existing = out
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if existing != out and not existing.is_dir():
+        raise ConfigError(f"--out {out} cannot be created: {existing} is a file, not a folder; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out} cannot be written: no write permission on {existing}; give another path")
     return out
 
 
@@ -67,12 +77,31 @@ def load_encoder(
 
 
 def check_data_name(data: Benchmark | str) -> None:
-    if isinstance(data, str) and not data.endswith(".safetensors"):
-        DATASETS.get(data)
+    """A registered data set name, a path to a ``.safetensors`` data file, or a ``Benchmark``; checked cheaply."""
+    if isinstance(data, Benchmark):
+        return
+    if not isinstance(data, (str, Path)):
+        raise ConfigError(
+            f"data must be a data set name, a .safetensors file or a Benchmark, got {type(data).__name__}"
+        )
+    data = str(data)
+    if data.endswith(".safetensors") or data in DATASETS.names():
+        return
+    if Path(data).is_dir():
+        raise DataError(
+            f"--data {data} is a folder; give a .safetensors data file (see 'User data' in the README) "
+            "or a data set name (bindguard data list)"
+        )
+    if Path(data).exists():
+        raise DataError(
+            f"--data {data} is not a .safetensors file; convert it to the layout in 'User data' in the README, "
+            "or give a data set name (bindguard data list)"
+        )
+    DATASETS.get(data)
 
 
-def data_name(data: Benchmark | str) -> str:
-    return data if isinstance(data, str) else data.name
+def data_name(data: Benchmark | str | Path) -> str:
+    return data.name if isinstance(data, Benchmark) else str(data)
 
 
 def choose_modalities(modalities: str | Sequence[str | Modality], encoder: Encoder) -> list[Modality]:
@@ -113,7 +142,7 @@ def load_data(
         specs = {m: encoder.input_spec(m) for m in modalities}
         rates = {spec.sample_rate for spec in specs.values() if spec.sample_rate}
         benchmark = load_dataset(
-            data,
+            str(data),
             split=split,
             modalities=list(modalities),
             limit=limit,
@@ -167,9 +196,10 @@ def robust_settings(
         ("steps", steps, 1),
         ("batch_size", batch_size, 1),
         ("square_queries", square_queries, 0),
+        ("check_samples", check_samples, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+        check_count(name, value, least)
+    check_seed(seed)
     ensemble = parse_ensemble(attacks) if isinstance(attacks, str) else attacks
     for member in ensemble.members:
         member.build(threats[0], steps=steps, seed=seed)  # e.g. APGD's least step count fails here, not mid-run

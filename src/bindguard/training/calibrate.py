@@ -26,17 +26,20 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from bindguard._checks import check_count, check_number, check_seed
 from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
 from bindguard.attacks import ThreatModel
 from bindguard.attacks.pgd import PGD
 from bindguard.calibration import Calibration, CalibrationConfig, parse_method, read_calibrations, write_calibrations
+from bindguard.calibration.module import check_options
 from bindguard.data import Benchmark
-from bindguard.data.rows import Rows
+from bindguard.data.rows import Rows, fingerprint_rows
 from bindguard.encoders import Encoder
+from bindguard.encoders.base import non_finite_tensor
 from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
 from bindguard.encoders.centers import semantic_centers
-from bindguard.errors import ConfigError, DataError
+from bindguard.errors import ConfigError, DataError, DivergedError
 from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
 from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss, check_objective
 
@@ -80,17 +83,29 @@ class CalibrationRecipe:
     options: dict = field(default_factory=dict)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.check()  # a recipe that exists is a valid one
+
     def check(self) -> None:
+        """Every field's type and range; non-finite numbers are refused (they would train NaN calibrations)."""
+        for name in ("method", "objective", "mode", "norm", "eps"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"--{name} must be text, got {getattr(self, name)!r}")
         parse_method(self.method)
         check_objective(self.objective)
         if self.mode not in MODES:
             raise ConfigError(f"unknown calibration mode {self.mode!r}; allowed: {', '.join(MODES)}")
-        if self.epochs < 1 or self.batch_size < 2 or self.attack_steps < 1:
-            raise ConfigError("epochs and attack steps must be at least 1 and the batch size at least 2")
-        if not self.learning_rate > 0 or self.reg < 0:
-            raise ConfigError("the learning rate must be > 0 and --reg >= 0")
-        if self.logit_scale is not None and not self.logit_scale > 0:
-            raise ConfigError(f"logit_scale must be > 0 (or None for the encoder's own), got {self.logit_scale}")
+        check_count("epochs", self.epochs, 1)
+        check_count("attack_steps", self.attack_steps, 1)
+        check_count("batch_size", self.batch_size, 2)
+        check_number("learning_rate", self.learning_rate, inclusive=False)
+        check_number("weight_decay", self.weight_decay)
+        check_number("reg", self.reg)
+        check_number("temperature", self.temperature, inclusive=False)
+        if self.logit_scale is not None:
+            check_number("logit_scale", self.logit_scale, inclusive=False)
+        check_options(self.options)
+        check_seed(self.seed)
         ThreatModel.parse(self.norm, self.eps)
 
     @property
@@ -185,31 +200,75 @@ def _save_checkpoint(
 def _load_checkpoint(
     path: Path, calibration: Calibration, optimizer: torch.optim.Optimizer, recipe: dict
 ) -> tuple[int, list[float]]:
-    """Restore a checkpoint; returns (epochs done, losses so far)."""
+    """Restore a checkpoint; returns (epochs done, losses so far).
+
+    Raises:
+        DataError: for a corrupt or foreign file, missing metadata, non-finite tensors.
+        ConfigError: for a checkpoint of another recipe (or other training data).
+    """
+    fix = "fix: delete it to start this modality over"
     try:
         blob = path.read_bytes()
         tensors = load(blob)
         header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
         metadata = header.get("__metadata__", {})
-    except (OSError, SafetensorError, ValueError) as error:
-        raise DataError(f"calibration checkpoint {path} is corrupt ({error}); fix: delete it to start over") from error
+    except (OSError, SafetensorError, ValueError, AttributeError) as error:
+        raise DataError(f"calibration checkpoint {path} is corrupt ({error}); {fix}") from error
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{path} is not a calibration checkpoint; fix: delete it or choose another --out folder")
-    if json.loads(metadata["recipe"]) != json.loads(json.dumps(recipe, sort_keys=True)):
+    try:
+        saved_recipe = json.loads(metadata["recipe"])
+        epoch, losses = int(metadata["epoch"]), json.loads(metadata["losses"])
+        groups = json.loads(metadata["param_groups"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise DataError(f"calibration checkpoint {path} has missing or malformed metadata ({error}); {fix}") from None
+    if saved_recipe != json.loads(json.dumps(recipe, sort_keys=True)):
+        changed = sorted(k for k in set(saved_recipe) | set(recipe) if saved_recipe.get(k) != recipe.get(k))
         raise ConfigError(
-            f"the checkpoint {path} was made with another recipe; fix: rerun with the same options, "
-            "or choose another --out folder"
+            f"the checkpoint {path} was made with another recipe or other data (changed: {', '.join(changed)}); "
+            "fix: rerun with the same options and data, delete the checkpoint, or choose another --out folder"
         )
-    calibration.load_state_dict(
-        {k[len("calibration.") :]: v for k, v in tensors.items() if k.startswith("calibration.")}
+    if not isinstance(losses, list) or not 0 <= epoch <= saved_recipe.get("epochs", 0):
+        raise DataError(f"calibration checkpoint {path} records an impossible epoch {epoch}; {fix}")
+    broken = non_finite_tensor(tensors)
+    if broken is not None:
+        raise DataError(f"calibration checkpoint {path}: tensor {broken!r} is not finite; {fix}")
+    state = {k[len("calibration.") :]: v for k, v in tensors.items() if k.startswith("calibration.")}
+    try:
+        calibration.load_state_dict(state)
+        optimizer_state: dict = {"state": {}, "param_groups": groups}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                optimizer_state["state"].setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict(optimizer_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        message = " ".join(str(error).split())[:200]
+        raise DataError(f"calibration checkpoint {path} does not fit this calibration ({message}); {fix}") from None
+    return epoch, losses
+
+
+def _diverged(
+    modality: Modality,
+    recipe: CalibrationRecipe,
+    epoch: int,
+    step: int,
+    loss: float,
+    checkpoint: Path | None,
+    *,
+    tensor: str | None = None,
+) -> None:
+    """Stop training that went non-finite; the checkpoint of the last finished epoch stays as it was."""
+    what = f"parameter {tensor!r}" if tensor else f"loss {loss}"
+    kept = (
+        f"the checkpoint of the last good epoch is kept in {checkpoint}"
+        if checkpoint is not None and checkpoint.is_file()
+        else "nothing of it was saved"
     )
-    optimizer_state: dict = {"state": {}, "param_groups": json.loads(metadata["param_groups"])}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            optimizer_state["state"].setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict(optimizer_state)
-    return int(metadata["epoch"]), json.loads(metadata["losses"])
+    raise DivergedError(
+        f"calibration of {modality.value} went non-finite at epoch {epoch + 1}, step {step + 1} ({what}); {kept}; "
+        f"fix: lower --learning-rate (now {recipe.learning_rate:g}) or --reg (now {recipe.reg:g})"
+    )
 
 
 def calibrate_modality(
@@ -222,6 +281,7 @@ def calibrate_modality(
     *,
     checkpoint: Path | None = None,
     progress: Progress | None = None,
+    data_fingerprint: str | None = None,
 ) -> CalibrationOutcome:
     """Train one modality's calibration of the frozen ``base``.
 
@@ -233,6 +293,7 @@ def calibrate_modality(
         recipe: method, objective, mode, threat and optimisation settings.
         checkpoint: a file to save after each epoch and resume from.
         progress: optional ``callback(stage, done, total)``.
+        data_fingerprint: ``fingerprint_rows(x, labels)`` when the caller has it (it keys the resume).
 
     Returns:
         The trained calibration (eval mode, frozen), its wall time and per-epoch mean losses.
@@ -244,7 +305,9 @@ def calibrate_modality(
     device = base.device
     centers = centers.to(device)  # inputs stay where they are and move batch by batch
     torch.manual_seed(recipe.seed)
-    recipe_record = asdict(recipe) | {"modality": modality.value, "n": len(x)}
+    data_fingerprint = data_fingerprint or fingerprint_rows(x, labels)
+    # what was trained on, by content: other data under the same path never resumes a checkpoint
+    recipe_record = asdict(recipe) | {"modality": modality.value, "n": len(x), "data": data_fingerprint}
     config = CalibrationConfig(
         modality=modality.value,
         method="+".join(parse_method(recipe.method)),
@@ -314,7 +377,13 @@ def calibrate_modality(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            epoch_loss += float(loss.detach()) * len(index)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _diverged(modality, recipe, epoch, step, value, checkpoint)
+            epoch_loss += value * len(index)
+        broken = non_finite_tensor(dict(calibration.named_parameters()))
+        if broken is not None:  # checked before the checkpoint: a saved checkpoint is always a good one
+            _diverged(modality, recipe, epoch, steps_per_epoch - 1, float("nan"), checkpoint, tensor=broken)
         losses.append(epoch_loss / len(x))
         logger.info("%s %s epoch %d/%d: loss %.4f", modality.value, config.method, epoch + 1, recipe.epochs, losses[-1])
         if checkpoint is not None:
@@ -365,13 +434,22 @@ def calibrate_modalities(
         data = train.data[modality]
         centers = semantic_centers(base, train.class_names, train.templates[modality])
         previous = done.get(modality.value)
-        wanted = asdict(recipe) | {"modality": modality.value, "n": len(data)}
+        fingerprint = fingerprint_rows(data.inputs, data.labels)
+        wanted = asdict(recipe) | {"modality": modality.value, "n": len(data), "data": fingerprint}
         if previous is not None and {k: previous.recipe.get(k) for k in wanted} == wanted:
             continue  # finished before an interruption
         checkpoint = out / "checkpoints" / f"{modality.value}.safetensors"
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         outcome = calibrate_modality(
-            base, modality, data.inputs, data.labels, centers, recipe, checkpoint=checkpoint, progress=progress
+            base,
+            modality,
+            data.inputs,
+            data.labels,
+            centers,
+            recipe,
+            checkpoint=checkpoint,
+            progress=progress,
+            data_fingerprint=fingerprint,
         )
         write_calibrations(
             out,

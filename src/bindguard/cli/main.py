@@ -17,6 +17,7 @@ from bindguard.cli.options import CalibrationOption, DeviceOption, JsonOption, Q
 from bindguard.cli.report import report_command
 from bindguard.cli.tables import attack_table, terminal_tables
 from bindguard.cli.terminal import OneLineErrors, console, output, progress_bars, user_errors
+from bindguard.cli.terminal import settings as terminal_settings
 
 app = typer.Typer(
     cls=OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -43,6 +44,7 @@ def main(
     ] = False,
 ) -> None:
     """Attack, evaluate and repair unified multimodal encoders."""
+    terminal_settings["verbose"] = verbose
     if verbose:
         import logging
 

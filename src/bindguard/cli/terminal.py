@@ -44,8 +44,18 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+EXIT_FAILED = 1
+
+#: Set by ``--verbose``: unexpected errors then show their traceback.
+settings = {"verbose": False}
+
+
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors about bad input into one line on stderr and exit code 2."""
+    """The error boundary of a command: every failure is one line on stderr, never a traceback.
+
+    Bad input (a ``BindguardError``) and what the system refused (a full disk, a permission) exit
+    2; anything else is a bug of ours, exits 1 and asks for ``--verbose``, which shows the traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,6 +66,24 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished files were kept; nothing half-written was left behind")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+            raise
+        except BrokenPipeError:  # the reader went away (| head): nothing to tell it
+            raise typer.Exit(EXIT_FAILED) from None
+        except OSError as error:
+            if settings["verbose"]:
+                raise
+            raise fail(f"{error}; fix: check the path, its permissions and the free disk space") from None
+        except Exception as error:
+            if settings["verbose"]:
+                raise
+            console.print(
+                f"[bold red]error:[/] internal error {type(error).__name__}: {escape(_one_line(str(error)))[:300]} "
+                "(a bug in bindguard: rerun with --verbose for the traceback and report it)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_FAILED) from None
 
     return wrapper
 

@@ -422,6 +422,29 @@ def calibrate_modalities(
     and one interrupted mid-way resumes from ``out/checkpoints/<modality>.safetensors``.
     """
     out = Path(out)
+    created = not out.exists()
+    try:
+        _calibrate_into(base, train, modalities, recipe, out, progress)
+    finally:  # a run that failed before saving anything leaves no empty folders behind
+        for folder in (out / "checkpoints", out) if created else (out / "checkpoints",):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    calibrated = CalibratedEncoder.from_pretrained(base, out)
+    calibrated.calibrations = torch.nn.ModuleDict(
+        {m: c for m, c in calibrated.calibrations.items() if Modality(m) in modalities}
+    )
+    return calibrated
+
+
+def _calibrate_into(
+    base: Encoder,
+    train: Benchmark,
+    modalities: list[Modality],
+    recipe: CalibrationRecipe,
+    out: Path,
+    progress: Progress | None,
+) -> None:
+    """Train and save each modality not already in ``out`` for this recipe and data."""
     done: dict[str, CalibrationConfig] = {}
     if (out / "config.json").is_file():
         header, done, _ = read_calibrations(out)
@@ -459,10 +482,3 @@ def calibrate_modalities(
             modules={modality.value: outcome.calibration},
         )
         checkpoint.unlink(missing_ok=True)
-        if not any(checkpoint.parent.iterdir()):
-            checkpoint.parent.rmdir()
-    calibrated = CalibratedEncoder.from_pretrained(base, out)
-    calibrated.calibrations = torch.nn.ModuleDict(
-        {m: c for m, c in calibrated.calibrations.items() if Modality(m) in modalities}
-    )
-    return calibrated

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
+from bindguard._checks import check_count, check_seed
 from bindguard._types import Modality
 from bindguard.attacks import Attack, ThreatModel, create_attack
 from bindguard.data import Benchmark
 from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import semantic_centers
+from bindguard.errors import ConfigError
 from bindguard.evaluation.clean import embed_all
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, Ensemble
 from bindguard.evaluation.flags import SanityChecker
@@ -53,6 +55,15 @@ class RobustSettings:
     check_samples: int = 32
     batch_size: int = 64
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ensemble, Ensemble):
+            raise ConfigError(f"ensemble must be an Ensemble (parse_ensemble), got {type(self.ensemble).__name__}")
+        check_count("steps", self.steps, 1)
+        check_count("square_queries", self.square_queries, 0)
+        check_count("check_samples", self.check_samples, 1)
+        check_count("batch_size", self.batch_size, 1)
+        check_seed(self.seed)
 
 
 def _attack_in_batches(

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from bindguard._checks import check_count, check_number, check_seed
 from bindguard._types import Modality
 from bindguard.data.builtin.benchmark import MODALITIES, load_builtin
 from bindguard.encoders.centers import compute_semantic_centers
@@ -47,6 +48,17 @@ class TrainRecipe:
     pair_weight: float = 0.5
     pair_temperature: float = 0.1
     limit: int | None = None  # train on the first samples only (quick checks, tests)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
+        for name in ("variants", "epochs"):
+            check_count(name, getattr(self, name), 1)
+        check_count("batch_size", self.batch_size, 2)
+        check_count("limit", self.limit, 1, optional=True)
+        check_number("weight_decay", self.weight_decay)
+        check_number("pair_weight", self.pair_weight)
+        for name in ("learning_rate", "logit_scale", "pair_temperature"):
+            check_number(name, getattr(self, name), inclusive=False)
 
 
 @torch.no_grad()

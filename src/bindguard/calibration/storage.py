@@ -11,10 +11,11 @@ named by its checksum, and ``config.json`` is the commit point:
 2. ``config.json`` is replaced (atomically); from here on the folder holds the new calibration;
 3. the staged file is renamed (atomically) onto ``model.safetensors``.
 
-The reader takes the staged file named by the config's checksum where it exists, else
-``model.safetensors``, so an interruption at any point leaves either the previous calibration or
-the new one whole, and a finished write leaves the usual two files. The other files of the folder
-(results, resumable state, checkpoints) are never touched.
+An interruption at any point leaves either the previous calibration or the new one whole. After
+the commit point the live tensors are in the staged file named by the config's checksum, until
+step 3 is done: the next read or write of the folder finishes it, so the folder ends with the usual
+two files. The next write also removes staged files and temp files of writes that never committed.
+The other files of the folder (results, resumable state, checkpoints) are never touched.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from bindguard._io import atomic_write_bytes, atomic_write_json
+from bindguard._io import atomic_write_bytes, atomic_write_json, remove_stale_partials
 from bindguard.calibration.module import FORMAT, CalibrationConfig
 from bindguard.errors import DataError
 
@@ -81,11 +82,27 @@ def write_calibrations(
     staged = directory / staged_tensor_file(config["sha256"])
     atomic_write_bytes(staged, blob)
     atomic_write_json(directory / CONFIG_FILE, config)  # the commit point: the new calibration is live
-    os.replace(staged, directory / TENSOR_FILE)
+    _finish_write(staged, directory / TENSOR_FILE)
     for leftover in directory.iterdir():  # staged files of earlier writes that were interrupted before the commit
         if STAGED_PATTERN.fullmatch(leftover.name):
             leftover.unlink(missing_ok=True)
+    remove_stale_partials(directory, STAGED_PATTERN)  # and their half-written temp files
     return directory
+
+
+def _finish_write(staged: Path, tensor_path: Path) -> Path:
+    """Step 3 of a committed write: rename the staged tensor file onto ``model.safetensors``.
+
+    Returns:
+        The file that holds the live tensors: ``tensor_path``, or ``staged`` in a read-only folder.
+    """
+    try:
+        os.replace(staged, tensor_path)
+    except FileNotFoundError:
+        pass  # another reader or writer of the folder finished it first
+    except OSError:
+        return staged  # a read-only folder: read the staged file where it is
+    return tensor_path
 
 
 def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfig], dict[str, torch.Tensor]]:
@@ -102,8 +119,8 @@ def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfi
     tensor_path = directory / TENSOR_FILE
     if config is not None and SHA256_PATTERN.fullmatch(str(config.get("sha256"))):
         staged = directory / staged_tensor_file(config["sha256"])
-        if staged.is_file():  # a write was interrupted after its commit point: the staged file is the live one
-            tensor_path = staged
+        if staged.is_file():  # a write was interrupted after its commit point: finish it
+            tensor_path = _finish_write(staged, tensor_path)
     if not tensor_path.is_file():
         pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickled:

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
 from bindguard.encoders.base import Encoder
 from bindguard.errors import ConfigError
@@ -51,8 +52,5 @@ def semantic_centers(
         except (SafetensorError, OSError, KeyError):
             pass  # a damaged cache entry is recomputed and replaced below
     centers = compute_semantic_centers(encoder, class_names, templates).cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    save_file({"centers": centers}, str(temporary))
-    temporary.replace(path)
+    atomic_write_bytes(path, save({"centers": centers}))  # also clears temp files of writers that were killed
     return centers

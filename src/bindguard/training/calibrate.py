@@ -459,9 +459,10 @@ def _calibrate_into(
         previous = done.get(modality.value)
         fingerprint = fingerprint_rows(data.inputs, data.labels)
         wanted = asdict(recipe) | {"modality": modality.value, "n": len(data), "data": fingerprint}
-        if previous is not None and {k: previous.recipe.get(k) for k in wanted} == wanted:
-            continue  # finished before an interruption
         checkpoint = out / "checkpoints" / f"{modality.value}.safetensors"
+        if previous is not None and {k: previous.recipe.get(k) for k in wanted} == wanted:
+            checkpoint.unlink(missing_ok=True)  # saved, then interrupted before its checkpoint was removed
+            continue
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         outcome = calibrate_modality(
             base,

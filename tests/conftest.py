@@ -33,3 +33,16 @@ def test_benchmark():
     from bindguard.data import load_dataset
 
     return load_dataset("builtin", split="test")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many cases of the bad-input corpus ran (tests/test_bad_inputs.py), so CI logs show its size."""
+    cases = {
+        report.nodeid
+        for category, reports in terminalreporter.stats.items()
+        if category != "deselected"
+        for report in reports
+        if "test_bad_inputs.py::test_bad_" in getattr(report, "nodeid", "")
+    }
+    if cases:
+        terminalreporter.write_line(f"bad-input corpus: {len(cases)} cases")

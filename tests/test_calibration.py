@@ -24,7 +24,9 @@ LIGHT_PARTS = ("head", "residual-head", "lora", "purifier")
 
 
 def config(modality: str, method: str, **options) -> CalibrationConfig:
-    return CalibrationConfig(modality=modality, method=method, objective="ce", threat={"norm": "linf", "eps": 4 / 255}, options=options)
+    return CalibrationConfig(
+        modality=modality, method=method, objective="ce", threat={"norm": "linf", "eps": 4 / 255}, options=options
+    )
 
 
 def batch(benchmark, modality: Modality, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -156,9 +156,9 @@ def test_two_class_user_data_runs_the_standard_ensemble(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        ("shape", "must have shape (B,3,32,32)"),
+        ("shape", "takes image inputs of shape (B, 3, 32, 32)"),
         ("dtype", "floating point"),
-        ("domain", "outside its domain"),
+        ("domain", "outside the domain"),
         ("nan", "NaN or Inf"),
         ("empty", "holds no samples"),
     ],

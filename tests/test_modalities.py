@@ -194,7 +194,13 @@ def test_square_stays_in_budget_and_domain_on_new_sizes(modality: Modality, norm
 
 def test_calibration_builds_the_spec_declared_purifier() -> None:
     encoder = RandomLinearEncoder()
-    config = CalibrationConfig(modality="point", method="purifier", objective="ce", threat={"norm": "linf", "eps": 4 / 255}, options={"width": 8})
+    config = CalibrationConfig(
+        modality="point",
+        method="purifier",
+        objective="ce",
+        threat={"norm": "linf", "eps": 4 / 255},
+        options={"width": 8},
+    )
     calibration = build_calibration(encoder, config)
     assert isinstance(calibration.purifier.denoiser, PointPurifier)
     points = random_inputs(encoder.input_spec(Modality.POINT), 2, torch.Generator().manual_seed(3))
@@ -205,6 +211,8 @@ def test_calibration_builds_the_spec_declared_purifier() -> None:
 
 def test_calibration_refuses_a_purifier_the_spec_does_not_declare() -> None:
     encoder = RandomLinearEncoder(image=replace(image_spec(48, 48), purifier=None))
-    config = CalibrationConfig(modality="image", method="purifier", objective="ce", threat={"norm": "linf", "eps": 4 / 255})
+    config = CalibrationConfig(
+        modality="image", method="purifier", objective="ce", threat={"norm": "linf", "eps": 4 / 255}
+    )
     with pytest.raises(ConfigError, match="no purifier fits the image input"):
         build_calibration(encoder, config)

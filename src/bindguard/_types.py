@@ -8,7 +8,7 @@ from enum import Enum
 
 import torch
 
-from bindguard.errors import UnknownNameError
+from bindguard.errors import ConfigError, UnknownNameError
 
 
 class Modality(str, Enum):
@@ -62,22 +62,33 @@ Batch = Mapping[Modality, torch.Tensor | list]
 def parse_modalities(names: str | list[str] | tuple[str, ...], *, available: tuple[Modality, ...]) -> list[Modality]:
     """Parse ``"all"``, a comma-separated string or a list into modalities the caller supports.
 
+    Names are canonical keys or aliases, in any case; the result keeps the order given and drops
+    repeats (``"vision,audio,image"`` -> [IMAGE, AUDIO]); ``"all"`` alone gives ``available``.
+
     Raises:
         UnknownNameError: for an unknown name, or one outside ``available``.
+        ConfigError: for no names at all, ``all`` combined with other names, or input that is
+            neither a string nor a list of strings.
     """
+    allowed = f"allowed: all, {', '.join(m.value for m in available)}"
+    given = names
     if isinstance(names, str):
         names = [part for part in names.split(",") if part.strip()]
+    elif not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"modalities must be a comma-separated string or a list of names, got {names!r}; {allowed}")
     if not names:
-        raise UnknownNameError(f"no modality given; allowed: all, {', '.join(m.value for m in available)}")
-    if len(names) == 1 and str(names[0]).strip().lower() == "all":
+        raise ConfigError(f"no modality given; {allowed}")
+    if any(str(name).strip().lower() == "all" for name in names):
+        if len(names) > 1:
+            raise ConfigError(
+                f"'all' cannot be combined with other modalities, got {given!r}; give 'all' alone or a list"
+            )
         return list(available)
     chosen: list[Modality] = []
     for name in names:
         modality = Modality.parse(name)
         if modality not in available:
-            raise UnknownNameError(
-                f"modality {modality.value!r} is not available here; allowed: all, {', '.join(m.value for m in available)}"
-            )
+            raise UnknownNameError(f"modality {modality.value!r} is not available here; {allowed}")
         if modality not in chosen:
             chosen.append(modality)
     return chosen

@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from bindguard.errors import UnknownNameError
+from bindguard.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -48,6 +49,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Entry:
         """Look a name up, or raise an error that suggests the closest known name."""
+        if not isinstance(name, str):
+            known = ", ".join(self.names()) or "none"
+            raise ConfigError(f"a {self.kind} is named by text, got {name!r}; known: {known} ({self.list_command})")
         if name in self.entries:
             return self.entries[name]
         close = difflib.get_close_matches(name, list(self.entries), n=1)
@@ -56,4 +60,12 @@ class Registry(Generic[T]):
         raise UnknownNameError(f"unknown {self.kind} {name!r}; {hint}known: {known} ({self.list_command})")
 
     def create(self, name: str, /, **options: Any) -> T:
-        return self.get(name).load()(**options)
+        """Build ``name`` with ``options``; an option its factory does not take is refused by name."""
+        factory = self.get(name).load()
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError:
+            accepted = ", ".join(inspect.signature(factory).parameters) or "none"
+            unknown = ", ".join(sorted(set(options) - set(inspect.signature(factory).parameters))) or "?"
+            raise ConfigError(f"{self.kind} {name!r} takes no option {unknown}; it takes: {accepted}") from None
+        return factory(**options)

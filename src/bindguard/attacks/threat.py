@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,36 +16,71 @@ from bindguard.modalities import InputSpec
 NORMS = ("linf", "l2")
 
 
+# One ASCII decimal, e.g. "4", "0.01", ".5", "1e-3"; a fraction joins two of them with "/".
+_DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_EPS_TEXT = re.compile(rf"({_DECIMAL})(?:/({_DECIMAL}))?")
+_HOW_TO_WRITE = "write a fraction such as 4/255 or a number such as 0.01"
+
+
 def parse_eps(text: str | float) -> float:
     """Parse ``"4/255"``, ``"0.01"`` or a number into a relative budget in (0, 1].
 
+    Args:
+        text: a fraction or decimal in ASCII digits (surrounding whitespace is ignored), or a number.
+
+    Returns:
+        The budget as a fraction of the modality's domain range.
+
     Raises:
-        ConfigError: for malformed, non-positive, non-finite or too large values.
+        ConfigError: for malformed, non-positive, non-finite or too large values, and for anything
+            that is neither a string nor a number (booleans included).
     """
-    if isinstance(text, (int, float)):
-        value = float(text)
+    if isinstance(text, bool) or not isinstance(text, (str, numbers.Real)):
+        raise ConfigError(f"eps must be a number or a string, got {_shown(text)}; {_HOW_TO_WRITE}")
+    if isinstance(text, str):
+        value = _parse_eps_text(text)
     else:
-        cleaned = text.strip()
-        if not re.fullmatch(r"[0-9]*\.?[0-9]+(e-?[0-9]+)?(/[0-9]*\.?[0-9]+)?", cleaned):
-            raise ConfigError(f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01")
         try:
-            value = float(Fraction(cleaned)) if "/" in cleaned else float(cleaned)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(
-                f"eps {text!r} is malformed; write a fraction such as 4/255 or a number such as 0.01"
-            ) from None
+            value = float(text)
+        except OverflowError:  # an int or Fraction beyond the float range
+            value = math.inf
     _check_eps(value, text)
     return value
 
 
+def _parse_eps_text(text: str) -> float:
+    match = _EPS_TEXT.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"eps {_shown(text)} is malformed; {_HOW_TO_WRITE}")
+    # float() of ASCII decimals cannot raise and, unlike Fraction, stays fast for huge exponents;
+    # an overflow becomes inf and an underflow 0, both refused by _check_eps.
+    numerator = float(match.group(1))
+    if match.group(2) is None:
+        return numerator
+    denominator = float(match.group(2))
+    if denominator == 0:
+        if re.search("[1-9]", re.split("[eE]", match.group(2))[0]):
+            return math.inf  # a denominator so small it underflowed: the quotient is beyond any domain
+        raise ConfigError(f"eps {_shown(text)} is malformed (division by zero); {_HOW_TO_WRITE}")
+    return numerator / denominator  # IEEE division: exact operands give the correctly rounded quotient
+
+
 def _check_eps(value: float, given: object) -> None:
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"eps must be > 0 and finite, got {given!r}")
+        raise ConfigError(f"eps must be > 0 and finite, got {_shown(given)}; {_HOW_TO_WRITE}")
     if value > 1:
         raise ConfigError(
-            f"eps {given!r} is larger than the whole domain (eps is relative to the domain's range: 1 = the full range); "
-            "use e.g. 4/255"
+            f"eps {_shown(given)} is larger than the whole domain (eps is relative to the domain's range: "
+            "1 = the full range); use e.g. 4/255"
         )
+
+
+def _shown(given: object, limit: int = 60) -> str:
+    """``repr`` for an error message: one line (repr escapes line breaks), long texts cut short."""
+    shown = repr(given)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 3]}... ({len(given) if isinstance(given, str) else len(shown)} characters)"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from safetensors.torch import load, save
 
 from bindguard._io import atomic_write_bytes, atomic_write_json, remove_stale_partials
 from bindguard.calibration.module import FORMAT, CalibrationConfig
-from bindguard.errors import DataError
+from bindguard.errors import BindguardError, DataError
 
 CONFIG_FILE = "config.json"
 TENSOR_FILE = "model.safetensors"
@@ -141,11 +141,8 @@ def read_calibrations(directory: Path) -> tuple[dict, dict[str, CalibrationConfi
         tensors = load(blob)
     except (SafetensorError, ValueError) as error:
         raise DataError(f"{tensor_path} is corrupt ({error}); fix: calibrate again") from error
-    try:
-        configs = {m: CalibrationConfig(**c) for m, c in config["modalities"].items()}
-        header = {k: config[k] for k in ("encoder", "embed_dim", "encoder_parameters")}
-    except (KeyError, TypeError, AttributeError) as error:
-        raise DataError(f"{config_path} is missing fields ({error}); fix: calibrate again") from error
+    configs = _modality_configs(config_path, config)
+    header = {k: config[k] for k in ("encoder", "embed_dim", "encoder_parameters")}
     return header, configs, tensors
 
 
@@ -163,4 +160,49 @@ def _read_config(directory: Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else None
         raise DataError(f"{config_path} is not a bindguard calibration (format {found!r}, expected {FORMAT!r})")
+    _check_header(config_path, config)
     return config
+
+
+def _check_header(config_path: Path, config: dict) -> None:
+    """The schema of ``config.json`` outside the per-modality configs: each field's presence, type and range."""
+
+    def wrong(field: str, expected: str) -> DataError:
+        found = repr(config[field]) if field in config else "nothing"
+        return DataError(f"{config_path}: field {field!r} must be {expected}, found {found}; fix: calibrate again")
+
+    if not isinstance(config.get("encoder"), str) or not config["encoder"]:
+        raise wrong("encoder", "the encoder's identity such as 'tinybind@…'")
+    for field in ("embed_dim", "encoder_parameters"):
+        value = config.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise wrong(field, "a positive integer")
+    if not isinstance(config.get("sha256"), str) or not SHA256_PATTERN.fullmatch(config["sha256"]):
+        raise wrong("sha256", "the SHA-256 of the tensor file (64 hex digits)")
+    modalities = config.get("modalities")
+    if not isinstance(modalities, dict) or not modalities:
+        raise wrong("modalities", "a non-empty object from modality to its calibration")
+    for modality, entry in modalities.items():
+        if not isinstance(entry, dict):
+            raise DataError(
+                f"{config_path}: modalities.{modality} must be an object, found {entry!r}; fix: calibrate again"
+            )
+
+
+def _modality_configs(config_path: Path, config: dict) -> dict[str, CalibrationConfig]:
+    """``{modality: CalibrationConfig}``, each checked on construction; an error names the file and the modality."""
+    configs = {}
+    for modality, entry in config["modalities"].items():
+        try:
+            configs[modality] = CalibrationConfig(**entry)
+        except TypeError as error:  # a missing or unknown field
+            message = str(error).split("__init__() ", 1)[-1]
+            raise DataError(f"{config_path}: modalities.{modality}: {message}; fix: calibrate again") from None
+        except BindguardError as error:
+            raise DataError(f"{config_path}: modalities.{modality}: {error}; fix: calibrate again") from None
+        if modality != configs[modality].modality:
+            raise DataError(
+                f"{config_path}: modalities.{modality} records modality {configs[modality].modality!r}; "
+                "fix: calibrate again"
+            )
+    return configs

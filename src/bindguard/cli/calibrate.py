@@ -31,17 +31,17 @@ def calibrate_command(
     mode: Annotated[
         str, typer.Option(help="adaptive (attack the model being trained) or static (the frozen one).")
     ] = "adaptive",
-    reg: Annotated[float, typer.Option(min=0, help="Weight of the modality-consistency regulariser.")] = 1.0,
+    reg: Annotated[float, typer.Option(help="Weight of the modality-consistency regulariser (>= 0).")] = 1.0,
     eps: Annotated[str, typer.Option(help="Training and evaluation budget, relative to the domain's range.")] = "4/255",
     norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 4,
     attack_steps: Annotated[int, typer.Option(min=1, help="PGD steps per training example.")] = 2,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = 2e-3,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate (> 0).")] = 2e-3,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 4,
     width: Annotated[int, typer.Option(min=1, help="Purifier channels.")] = 16,
     noise: Annotated[
-        float, typer.Option(min=0.0, help="Purifier smoothing noise std (relative); > 0 is randomized.")
+        float, typer.Option(help="Purifier smoothing noise std (relative, >= 0); > 0 is randomized.")
     ] = 0.0,
     limit: Annotated[int | None, typer.Option(min=2, help="Train on at most this many samples per modality.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Measure before and after (clean, transfer, adaptive).")] = True,
@@ -117,7 +117,7 @@ def certify_command(
     data: Annotated[str, typer.Option(help="Data set name or a .safetensors data file.")] = "builtin",
     n: Annotated[int, typer.Option(min=1, help="Test samples to certify.")] = 100,
     draws: Annotated[int, typer.Option(min=8, help="Noise draws per sample for the bound.")] = 256,
-    alpha: Annotated[float, typer.Option(min=1e-9, max=0.5, help="Failure probability of each certificate.")] = 0.001,
+    alpha: Annotated[float, typer.Option(help="Failure probability of each certificate, in (0, 0.5].")] = 0.001,
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bindguard.data.builtin.benchmark import Benchmark, ModalityData
+from bindguard.errors import ConfigError, DataError
 from bindguard.registry import Registry
 
 DATASETS: Registry[Benchmark] = Registry("data set", "bindguard data list")
@@ -15,6 +16,34 @@ DATASETS.register(
     "bindguard.data.builtin.benchmark:load_builtin",
     description="ten digits in image, video, audio, point, depth, thermal (scikit-learn glyphs, espeak-ng voices)",
 )
+
+
+def check_data_source(name: object) -> str:
+    """A registered data set name or a path to a ``.safetensors`` data file, checked cheaply (nothing is read).
+
+    Raises:
+        ConfigError: for something that is not text or a path.
+        DataError: for a folder or a file of another kind.
+        UnknownNameError: for an unknown name, with the closest known one.
+    """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise ConfigError(f"data is named by text or a path, got {name!r}; see bindguard data list")
+    if name.endswith(".safetensors") or name in DATASETS.names():
+        return name
+    if Path(name).is_dir():
+        raise DataError(
+            f"--data {name} is a folder; give a .safetensors data file (see 'User data' in the README) "
+            "or a data set name (bindguard data list)"
+        )
+    if Path(name).exists():
+        raise DataError(
+            f"--data {name} is not a .safetensors file; convert it to the layout in 'User data' in the README, "
+            "or give a data set name (bindguard data list)"
+        )
+    DATASETS.get(name)
+    return name
 
 
 def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
@@ -26,7 +55,7 @@ def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
     A name ending in ``.safetensors`` is read as a user data file (see ``data.tensor_file``); its
     tensors have the sizes they were saved with, so ``shapes`` and ``sample_rate`` are ignored.
     """
-    name = os.fspath(name) if isinstance(name, os.PathLike) else name
+    name = check_data_source(name)
     if name.endswith(".safetensors"):
         from bindguard.data.tensor_file import load_tensor_file
 
@@ -35,4 +64,4 @@ def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
     return DATASETS.create(name, **options)
 
 
-__all__ = ["DATASETS", "Benchmark", "ModalityData", "load_dataset"]
+__all__ = ["DATASETS", "Benchmark", "ModalityData", "check_data_source", "load_dataset"]

@@ -17,6 +17,8 @@ from safetensors import safe_open
 
 from bindguard.errors import DataError
 
+DOMAIN_TOLERANCE = 1e-5  # as the encoders' input specs allow: float rounding of a projection
+
 
 @runtime_checkable
 class Rows(Protocol):
@@ -34,16 +36,26 @@ class FileRows:
     """Rows ``[start, stop)`` of tensor ``key`` in a safetensors file, read lazily (memory-mapped slices).
 
     Floating-point rows of any precision are returned as float32, the precision encoders run in
-    (numpy's default float64 included, as users expect).
+    (numpy's default float64 included, as users expect). Rows holding NaN or Inf, or values
+    outside ``domain`` when one is given, are refused when they are read, naming the file and row.
 
     Args:
         path: the safetensors file.
         key: the tensor's name; its first axis indexes samples.
         start, stop: the rows this view covers (default: all).
+        domain: the valid (low, high) range of the values, if known.
     """
 
-    def __init__(self, path: str | Path, key: str, start: int = 0, stop: int | None = None):
-        self.path, self.key = Path(path), key
+    def __init__(
+        self,
+        path: str | Path,
+        key: str,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        domain: tuple[float, float] | None = None,
+    ):
+        self.path, self.key, self.domain = Path(path), key, domain
         with safe_open(str(self.path), framework="pt") as handle:
             view = handle.get_slice(key)
             total, self._sample_shape = view.get_shape()[0], tuple(view.get_shape()[1:])
@@ -65,7 +77,7 @@ class FileRows:
 
     def head(self, count: int) -> FileRows:
         """The first ``count`` rows, still lazy."""
-        return FileRows(self.path, self.key, self.start, self.start + count)
+        return FileRows(self.path, self.key, self.start, self.start + count, domain=self.domain)
 
     def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor:
         if isinstance(index, slice):
@@ -85,9 +97,33 @@ class FileRows:
         if not pieces:
             return torch.empty((0, *self._sample_shape), dtype=self.dtype)
         rows = torch.cat(pieces).to(self.dtype)
+        if rows.is_floating_point():
+            self._check_values(rows, sorted(index.tolist()))
         if bool((index[1:] > index[:-1]).all()):
             return rows
         return rows[torch.argsort(torch.argsort(index, stable=True), stable=True)]  # runs were read in sorted order
+
+    def _check_values(self, rows: torch.Tensor, numbers: list[int]) -> None:
+        """Refuse non-finite or out-of-domain values; ``numbers`` are the rows' indices in this view, in order."""
+        flat = rows.reshape(rows.shape[0], -1)  # (B, everything else)
+        finite = torch.isfinite(flat).all(1)
+        if not bool(finite.all()):
+            row = self.start + numbers[int((~finite).nonzero()[0])]
+            raise DataError(
+                f"{self.path}: {self.key!r} row {row} holds NaN or Inf; fix: replace or drop such samples "
+                "(e.g. torch.nan_to_num) and save the file again"
+            )
+        if self.domain is None:
+            return
+        low, high = self.domain
+        excess = torch.maximum(low - flat, flat - high).amax(1)  # (B,) distance outside the domain
+        outside = excess > DOMAIN_TOLERANCE
+        if bool(outside.any()):
+            first = int(outside.nonzero()[0])
+            raise DataError(
+                f"{self.path}: {self.key!r} row {self.start + numbers[first]} has values outside the domain "
+                f"[{low}, {high}] by up to {float(excess[first]):.4g}; fix: scale the inputs into it"
+            )
 
 
 def _runs(index: list[int]) -> list[tuple[int, int]]:

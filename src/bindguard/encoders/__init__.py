@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bindguard.encoders.base import Encoder
+from bindguard.encoders.device import resolve_device
 from bindguard.registry import Registry
 
 ENCODERS: Registry[Encoder] = Registry("encoder", "bindguard models list")
@@ -25,6 +26,8 @@ def create_encoder(name: str, /, *, calibration: str | Path | None = None, **opt
         calibration: a folder written by ``bindguard calibrate``; the encoder is returned with it applied.
         options: passed to the encoder's factory (e.g. ``weights``, ``device``).
     """
+    if "device" in options:
+        options["device"] = resolve_device(options["device"])
     encoder = ENCODERS.create(name, **options)
     if calibration is None:
         return encoder

@@ -17,8 +17,9 @@ from torch.func import functional_call
 from bindguard._types import Modality
 from bindguard.calibration import Calibration, CalibrationConfig, read_calibrations, write_calibrations
 from bindguard.encoders.base import Encoder, fingerprint_tensors, non_finite_tensor, state_mismatch
-from bindguard.errors import DataError
+from bindguard.errors import BindguardError, DataError
 from bindguard.modalities import InputSpec
+from bindguard.objectives.calibration import check_objective
 
 
 class _Embedder(nn.Module):
@@ -177,6 +178,12 @@ class CalibratedEncoder(Encoder):
             )
         calibrations = {}
         for modality, config in configs.items():
+            try:
+                check_objective(config.objective)
+            except BindguardError as error:
+                raise DataError(
+                    f"calibration {directory}: modalities.{modality}: {error}; fix: calibrate again"
+                ) from None
             if Modality.parse(modality) not in base.modalities:
                 raise DataError(f"calibration {directory} has a {modality!r} part, but {base.name} has no such tower")
             module = build_calibration(base, config)

@@ -28,7 +28,8 @@ class MiniLMText(nn.Module):
         transformers.utils.logging.disable_progress_bar()
         directory = directory or minilm_directory()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory))
-        self.model = transformers.AutoModel.from_pretrained(str(directory)).eval()
+        # safetensors only: a pickled pytorch_model.bin beside it is never loaded
+        self.model = transformers.AutoModel.from_pretrained(str(directory), use_safetensors=True).eval()
         self.max_length = max_length
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:

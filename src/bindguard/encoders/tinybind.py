@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -215,6 +216,12 @@ class TinyBind(Encoder):
             ) from None
         if not isinstance(recipe, dict):
             raise DataError(f"TinyBind weights at {path}: metadata 'recipe' must be a JSON object; fix: train again")
+        scale = recipe.get("logit_scale", DEFAULT_TRAINING_LOGIT_SCALE)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+            raise DataError(
+                f"TinyBind weights at {path}: recipe 'logit_scale' must be a finite number > 0, got {scale!r}; "
+                "fix: train again"
+            )
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         mismatch = state_mismatch(self.trained_state(), state)
         if mismatch:
@@ -222,10 +229,12 @@ class TinyBind(Encoder):
                 f"TinyBind weights at {path} do not fit this model ({mismatch}); fix: bindguard tinybind train --out {path}"
             )
         broken = non_finite_tensor(state)
+        problem = "holds NaN or infinite values"
+        if broken is None and not bool((state["audio_std"] > 0).all()):
+            broken, problem = "audio_std", "is not positive (it divides the log-mel features)"
         if broken is not None:
             raise DataError(
-                f"TinyBind weights at {path}: tensor {broken!r} holds NaN or infinite values; "
-                f"fix: bindguard tinybind train --out {path}"
+                f"TinyBind weights at {path}: tensor {broken!r} {problem}; fix: bindguard tinybind train --out {path}"
             )
         self.heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
         self.point_net.load_state_dict(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,15 +55,20 @@ _NOT_FOR_ZERO_SHOT = {"cross-modal"}
 
 
 def parse_ensemble(text: str) -> Ensemble:
-    """``"standard"`` or a comma-separated list of registered attack names.
+    """``"standard"`` or a comma-separated list of registered attack names, in any case.
+
+    Repeats are dropped, keeping the first; ``standard`` inside a list stands for its members.
 
     Raises:
         UnknownNameError: for an unknown attack name.
-        ConfigError: for an empty list or an attack that zero-shot evaluation cannot run.
+        ConfigError: for an empty list, a non-string, or an attack that zero-shot evaluation cannot run.
     """
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    known = f"use 'standard' or names from: {', '.join(list_attacks())} (bindguard attacks list)"
+    if not isinstance(text, str):
+        raise ConfigError(f"attacks must be a comma-separated string, got {text!r}; {known}")
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
     if not names:
-        raise ConfigError(f"no attack given; use 'standard' or names from: {', '.join(list_attacks())}")
+        raise ConfigError(f"no attack given in {text!r}; {known}")
     if names == [STANDARD]:
         return STANDARD_ENSEMBLE
     members = []
@@ -71,13 +77,17 @@ def parse_ensemble(text: str) -> Ensemble:
             members.extend(STANDARD_ENSEMBLE.members)
             continue
         if name not in list_attacks():
+            close = difflib.get_close_matches(name, [STANDARD, *list_attacks()], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise UnknownNameError(
-                f"unknown attack {name!r}; known: standard, {', '.join(list_attacks())} (bindguard attacks list)"
+                f"unknown attack {name!r}; {hint}known: standard, {', '.join(list_attacks())} (bindguard attacks list)"
             )
         if name in _NOT_FOR_ZERO_SHOT:
             raise ConfigError(
                 f"attack {name!r} needs target embeddings; run it with 'bindguard attack', not in an eval ensemble"
             )
         members.append(Member(name, uses_steps=name not in ("fgsm", "square")))
-    unique = {member.attack: member for member in members}  # keep the first options, drop repeats
-    return Ensemble(",".join(names), tuple(unique.values()))
+    unique: dict[str, Member] = {}
+    for member in members:
+        unique.setdefault(member.attack, member)  # keep the first options, drop repeats
+    return Ensemble(",".join(dict.fromkeys(names)), tuple(unique.values()))

@@ -11,7 +11,15 @@ from typing import Any
 
 from bindguard._io import atomic_write_json
 from bindguard.errors import DataError
-from bindguard.evaluation.rows import AnyRow, CalibrationRow, RetrievalRow, RobustRow, ZeroShotRow, row_from_dict
+from bindguard.evaluation.rows import (
+    AnyRow,
+    CalibrationRow,
+    RetrievalRow,
+    RobustRow,
+    ZeroShotRow,
+    check_row,
+    row_from_dict,
+)
 
 SCHEMA_VERSION = 1
 
@@ -30,7 +38,15 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def make_results(*, model: str, data: str, seed: int, rows: list[dict], settings: dict[str, Any] | None = None) -> dict:
+def make_results(
+    *,
+    model: str,
+    data: str,
+    seed: int,
+    rows: list[dict],
+    settings: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -39,6 +55,7 @@ def make_results(*, model: str, data: str, seed: int, rows: list[dict], settings
         "seed": seed,
         "versions": package_versions(),
         "settings": settings or {},
+        "provenance": provenance or {},
         "rows": rows,
     }
 
@@ -49,22 +66,77 @@ def write_results(directory: Path, results: dict) -> Path:
     return path
 
 
-def read_results(path: Path) -> dict:
-    """Read a results file (or the ``results.json`` in a folder), checking its schema version."""
+def read_results(path: Path, *, typed: bool = False) -> dict:
+    """Read a results file (or the ``results.json`` in a folder), checking its schema.
+
+    Args:
+        path: the file, or the folder that holds it.
+        typed: also require every field the typed rows need (``Results.read``); reports need fewer.
+
+    Raises:
+        DataError: for a missing, unreadable or corrupt file, another schema version, or a field
+            that does not hold what the schema says; the message names the file, row and field.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise DataError(f"no results file at {path}; fix: run bindguard eval --out {path.parent}") from error
     except (OSError, ValueError) as error:
+        reason = " ".join(str(error).split())
         raise DataError(
-            f"results file {path} is unreadable or corrupt ({error}); fix: run the evaluation again"
+            f"results file {path} is unreadable or corrupt ({reason}); fix: run the evaluation again"
         ) from error
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION or "rows" not in results:
-        raise DataError(f"{path} is not a bindguard results file of schema {SCHEMA_VERSION}")
+    check_results(results, str(path), typed=typed)
     return results
+
+
+# Top-level keys: (test, what it must be); "rows" and "schema_version" are checked apart.
+_TOP_LEVEL = {
+    "model": (lambda value: isinstance(value, str), "a string"),
+    "data": (lambda value: isinstance(value, str), "a string"),
+    "seed": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
+    "created": (lambda value: isinstance(value, str), "a string"),
+    "versions": (lambda value: isinstance(value, dict), "an object"),
+    "settings": (lambda value: value is None or isinstance(value, dict), "an object"),
+    "provenance": (lambda value: value is None or isinstance(value, dict), "an object"),
+}
+
+
+def check_results(results: object, source: str, *, typed: bool = False) -> None:
+    """Check a parsed results file: schema version, top-level fields and every row (``rows.check_row``).
+
+    Raises:
+        DataError: naming ``source`` and, for a row, its index and field.
+    """
+    if not isinstance(results, dict):
+        raise DataError(
+            f"{source} is not a bindguard results file (a JSON object with schema_version {SCHEMA_VERSION} "
+            f"and rows), got a JSON {type(results).__name__}; fix: run the evaluation again"
+        )
+    version = results.get("schema_version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        got = "no schema_version" if "schema_version" not in results else f"schema_version {version!r}"
+        raise DataError(
+            f"{source} is not a bindguard results file of schema {SCHEMA_VERSION} ({got}); "
+            "fix: rerun the evaluation with this bindguard, or read it with the version that wrote it"
+        )
+    needed = ("model", "data", "seed", "rows") if typed else ("rows",)
+    for key in needed:
+        if key not in results:
+            raise DataError(f"{source} lacks the top-level field {key!r}; fix: run the evaluation again")
+    for key, (test, wanted) in _TOP_LEVEL.items():
+        if key in results and not test(results[key]):
+            raise DataError(
+                f"{source}: top-level field {key!r} must be {wanted}, got {results[key]!r:.40}; "
+                "fix: run the evaluation again, or correct the file"
+            )
+    if not isinstance(results["rows"], list):
+        raise DataError(f"{source}: 'rows' must be a JSON list of row objects; fix: run the evaluation again")
+    for index, row in enumerate(results["rows"]):
+        check_row(row, index, source, typed=typed)
 
 
 @dataclass
@@ -81,6 +153,8 @@ class Results:
         rows: clean, retrieval, robust and calibration rows, in the order they were measured.
         settings: how the run was made (attacks, budgets, steps, samples, weights, calibration...).
         created, versions: when and with which packages.
+        provenance: what the run was made from, to tell two runs apart and rerun one (command line,
+            fingerprints of the weights and data...); empty in files written before it was recorded.
     """
 
     model: str
@@ -90,6 +164,7 @@ class Results:
     settings: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # top-level keys of other versions, kept as they are
 
     @property
@@ -117,12 +192,13 @@ class Results:
             "seed": self.seed,
             "versions": self.versions,
             "settings": self.settings,
+            "provenance": self.provenance,
             "rows": [row.to_dict() for row in self.rows],
         } | self.extra
 
     @classmethod
     def from_dict(cls, results: dict[str, Any]) -> Results:
-        known = {"schema_version", "created", "model", "data", "seed", "versions", "settings", "rows"}
+        known = {"schema_version", "created", "model", "data", "seed", "versions", "settings", "provenance", "rows"}
         return cls(
             model=results["model"],
             data=results["data"],
@@ -131,17 +207,34 @@ class Results:
             settings=results.get("settings") or {},
             created=results.get("created", ""),
             versions=results.get("versions") or {},
+            provenance=results.get("provenance") or {},
             extra={key: value for key, value in results.items() if key not in known},
         )
 
     @classmethod
-    def new(cls, *, model: str, data: str, seed: int, rows: list[dict], settings: dict[str, Any]) -> Results:
+    def new(
+        cls,
+        *,
+        model: str,
+        data: str,
+        seed: int,
+        rows: list[dict],
+        settings: dict[str, Any],
+        provenance: dict[str, Any] | None = None,
+    ) -> Results:
         """Results of a run made now, from the evaluation functions' row dicts."""
-        return cls.from_dict(make_results(model=model, data=data, seed=seed, rows=rows, settings=settings))
+        return cls.from_dict(
+            make_results(model=model, data=data, seed=seed, rows=rows, settings=settings, provenance=provenance)
+        )
 
     @classmethod
     def read(cls, path: Path) -> Results:
-        return cls.from_dict(read_results(path))
+        """Read a results file (or the one in a folder), checking the schema and every row.
+
+        Raises:
+            DataError: naming the file, and for a bad row its index and field.
+        """
+        return cls.from_dict(read_results(path, typed=True))
 
     def write(self, directory: Path) -> Path:
         return write_results(directory, self.to_dict())

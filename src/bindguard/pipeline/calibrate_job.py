@@ -155,7 +155,7 @@ def evaluate_calibration(
     partners = [m for m in (Modality.IMAGE, Modality.DEPTH) if m not in chosen and m in calibrated.modalities]
     test = load_data(data, calibrated, chosen + (partners if named else []), split="test", limit=n, required=False)
     source = str(out) if out is not None else calibrated.identity
-    fingerprints = data_fingerprints(test)
+    fingerprints = data_fingerprints(test, batch_size=batch_size)
     calibration_rows, robust_rows = measure_calibration(
         calibrated.base,
         calibrated,

@@ -114,7 +114,7 @@ def evaluate(
     everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
     benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
     chosen = [m for m in chosen if m in benchmark.data]
-    fingerprints = data_fingerprints(benchmark)
+    fingerprints = data_fingerprints(benchmark, batch_size=batch_size)
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
     if settings is not None:
         run_config = {

@@ -14,25 +14,13 @@ import torch
 from bindguard._checks import check_count, check_seed
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
 from bindguard.attacks import ThreatModel
-from bindguard.data import DATASETS, Benchmark, ModalityData, load_dataset
+from bindguard.data import Benchmark, ModalityData, check_data_source, load_dataset
 from bindguard.data.rows import first_rows
 from bindguard.encoders import ENCODERS, Encoder, create_encoder
+from bindguard.encoders.device import resolve_device
 from bindguard.errors import ConfigError, DataError
 from bindguard.evaluation.ensemble import Ensemble, parse_ensemble
 from bindguard.evaluation.robust import RobustSettings
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``: CUDA when available, else the CPU; otherwise the named device, checked."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device; fix: --device cpu")
-    return resolved
 
 
 def check_out(out: str | Path | None) -> Path | None:
@@ -76,28 +64,10 @@ def load_encoder(
     return create_encoder(encoder, calibration=calibration, device=resolve_device(device), **options)
 
 
-def check_data_name(data: Benchmark | str) -> None:
+def check_data_name(data: Benchmark | str | Path) -> None:
     """A registered data set name, a path to a ``.safetensors`` data file, or a ``Benchmark``; checked cheaply."""
-    if isinstance(data, Benchmark):
-        return
-    if not isinstance(data, (str, Path)):
-        raise ConfigError(
-            f"data must be a data set name, a .safetensors file or a Benchmark, got {type(data).__name__}"
-        )
-    data = str(data)
-    if data.endswith(".safetensors") or data in DATASETS.names():
-        return
-    if Path(data).is_dir():
-        raise DataError(
-            f"--data {data} is a folder; give a .safetensors data file (see 'User data' in the README) "
-            "or a data set name (bindguard data list)"
-        )
-    if Path(data).exists():
-        raise DataError(
-            f"--data {data} is not a .safetensors file; convert it to the layout in 'User data' in the README, "
-            "or give a data set name (bindguard data list)"
-        )
-    DATASETS.get(data)
+    if not isinstance(data, Benchmark):
+        check_data_source(data)
 
 
 def data_name(data: Benchmark | str | Path) -> str:
@@ -141,6 +111,12 @@ def load_data(
     else:
         specs = {m: encoder.input_spec(m) for m in modalities}
         rates = {spec.sample_rate for spec in specs.values() if spec.sample_rate}
+        # a user file is checked against the spec when it opens, naming the file and tensor
+        checks = (
+            {"input_shapes": {m: s.shape for m, s in specs.items()}, "domains": {m: s.domain for m, s in specs.items()}}
+            if str(data).endswith(".safetensors")
+            else {}
+        )
         benchmark = load_dataset(
             str(data),
             split=split,
@@ -148,6 +124,7 @@ def load_data(
             limit=limit,
             shapes={m: spec.shape for m, spec in specs.items()},
             sample_rate=rates.pop() if rates else None,
+            **checks,
         )
     absent = [m.value for m in modalities if m not in benchmark.data]
     if absent and required:

@@ -7,6 +7,7 @@ attack, budget and outcome as strings. ``bindguard report`` draws them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -76,5 +77,6 @@ def attack_examples(
 
 def write_examples(directory: Path, tensors: dict[str, torch.Tensor], summary: dict) -> Path:
     path = Path(directory) / f"adversarial-{summary['modality']}.safetensors"
-    atomic_write_bytes(path, save(tensors, metadata={k: str(v) for k, v in summary.items()}))
+    metadata = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in summary.items()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path

@@ -15,6 +15,7 @@ from bindguard.encoders import Encoder
 from bindguard.encoders.expectation import with_expectation
 from bindguard.errors import InvalidInputError
 from bindguard.evaluation.examples import attack_examples, write_examples
+from bindguard.pipeline.provenance import data_fingerprints, provenance
 from bindguard.pipeline.setup import (
     check_data_name,
     check_out,
@@ -78,5 +79,13 @@ def attack_samples(
     tensors, outcome = attack_examples(model, benchmark, chosen, attacker, target_modality=target)
     summary = {"model": model.name, "calibration": str(calibration) if calibration else None, "data": data_name(data)}
     summary |= outcome | {"attack": attack, "steps": steps, "seed": seed}
+    summary["provenance"] = provenance(
+        model=model,
+        data=data_name(data),
+        fingerprints=data_fingerprints(benchmark),
+        seed=seed,
+        weights=weights,
+        calibration=calibration,
+    )
     path = write_examples(out, tensors, summary) if out is not None else None
     return AttackedSamples(tensors, summary, benchmark.class_names, path)

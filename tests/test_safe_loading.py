@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "bindguard"
 
 #: Modules (relative to src/bindguard) allowed to use pickle machinery, for a restricted unpickler only.
-ALLOWED_UNPICKLER_MODULES: frozenset[str] = frozenset()
+ALLOWED_UNPICKLER_MODULES: frozenset[str] = frozenset({"_unpickle.py"})
 
 #: Dynamic imports of a computed name that were reviewed: (module, enclosing function) -> where the name comes from.
 REVIEWED_DYNAMIC_IMPORTS: dict[tuple[str, str], str] = {

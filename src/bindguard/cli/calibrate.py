@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bindguard.cli.options import DeviceOption, JsonOption, QuietOption
+from bindguard.cli.options import CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.tables import terminal_tables
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
 
@@ -50,7 +50,7 @@ def calibrate_command(
     square_queries: Annotated[int, typer.Option(min=0, help="Queries of the Square check (0: skip).")] = 200,
     checks: Annotated[bool, typer.Option(help="Run the sanity checks on the calibrated model.")] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use.")] = None,
+    weights: CheckpointOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -115,6 +115,7 @@ def certify_command(
     modality: Annotated[str, typer.Option(help="The calibrated modality to certify.")] = "image",
     model: Annotated[str, typer.Option(help="Encoder name (bindguard models list).")] = "tinybind",
     data: Annotated[str, typer.Option(help="Data set name or a .safetensors data file.")] = "builtin",
+    weights: CheckpointOption = None,
     n: Annotated[int, typer.Option(min=1, help="Test samples to certify.")] = 100,
     draws: Annotated[int, typer.Option(min=8, help="Noise draws per sample for the bound.")] = 256,
     alpha: Annotated[float, typer.Option(help="Failure probability of each certificate, in (0, 0.5].")] = 0.001,
@@ -125,7 +126,9 @@ def certify_command(
     certified accuracy at several radii, in the raw input's units."""
     from bindguard.pipeline import certify_samples
 
-    summary = certify_samples(model, calibration, data, modality=modality, n=n, draws=draws, alpha=alpha, device=device)
+    summary = certify_samples(
+        model, calibration, data, modality=modality, n=n, draws=draws, alpha=alpha, weights=weights, device=device
+    )
     curve = summary["curve"]
     if as_json:
         output.print_json(data=summary)

@@ -12,8 +12,9 @@ import typer
 
 from bindguard.cli.assets import data_build, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
+from bindguard.cli.convert import convert_command
 from bindguard.cli.listing import attacks_list, data_list, models_list
-from bindguard.cli.options import CalibrationOption, DeviceOption, JsonOption, QuietOption
+from bindguard.cli.options import CalibrationOption, CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.report import report_command
 from bindguard.cli.tables import attack_table, terminal_tables
 from bindguard.cli.terminal import OneLineErrors, console, output, progress_bars, user_errors
@@ -66,9 +67,7 @@ def evaluate(
     n: Annotated[int | None, typer.Option(min=1, help="At most this many samples per modality.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    weights: Annotated[
-        Path | None, typer.Option(help="TinyBind trained parts to use instead of the shipped ones.")
-    ] = None,
+    weights: CheckpointOption = None,
     calibration: CalibrationOption = None,
     attacks: Annotated[
         str | None,
@@ -134,7 +133,7 @@ def attack(
         str, typer.Option(help="cross-modal attack: the modality whose embeddings are the targets.")
     ] = "audio",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    weights: Annotated[Path | None, typer.Option(help="TinyBind trained parts to use.")] = None,
+    weights: CheckpointOption = None,
     calibration: CalibrationOption = None,
     device: DeviceOption = None,
     as_json: JsonOption = False,
@@ -168,6 +167,7 @@ def attack(
 app.command("calibrate")(calibrate_command)
 app.command("certify")(certify_command)
 app.command("report")(report_command)
+app.command("convert")(convert_command)
 
 
 @app.command("demo")

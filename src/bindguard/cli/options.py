@@ -13,3 +13,11 @@ CalibrationOption = Annotated[
     Path | None, typer.Option(help="A calibration folder (bindguard calibrate --out) to apply to the model.")
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available, else cpu).")]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        "--weights",
+        help="The encoder's weights: a checkpoint file or folder (TinyBind: trained parts instead of the shipped ones).",
+    ),
+]

@@ -29,7 +29,7 @@ from bindguard.encoders.logmel import LogMel
 from bindguard.encoders.pointnet import PointNet
 from bindguard.encoders.text_minilm import MINILM_DIM, MiniLMText
 from bindguard.encoders.vision_trunk import TRUNK_DIM, VisionTrunk
-from bindguard.errors import DataError
+from bindguard.errors import ConfigError, DataError
 from bindguard.modalities import InputSpec, audio_spec, depth_spec, image_spec, point_spec, thermal_spec, video_spec
 
 WEIGHTS_FORMAT = "bindguard-tinybind/1"
@@ -251,8 +251,13 @@ def shipped_weights_path() -> Path:
     return Path(str(resources.files("bindguard.encoders") / "weights" / "tinybind.safetensors"))
 
 
-def create_tinybind(*, weights: str | Path | None = None, device: str | torch.device = "cpu") -> TinyBind:
-    """Build TinyBind with its shipped trained parts (or ``weights``), frozen and in eval mode."""
+def create_tinybind(
+    *, weights: str | Path | None = None, checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
+) -> TinyBind:
+    """Build TinyBind with its shipped trained parts (or ``weights``, also called ``checkpoint``), frozen, in eval mode."""
+    if weights is not None and checkpoint is not None and Path(weights) != Path(checkpoint):
+        raise ConfigError(f"give TinyBind's trained parts once: weights={weights} or checkpoint={checkpoint}")
+    weights = weights if weights is not None else checkpoint
     model = TinyBind()
     model.recipe = model.load_trained(Path(weights) if weights else shipped_weights_path())
     model.requires_grad_(False)

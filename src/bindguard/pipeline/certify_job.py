@@ -26,6 +26,7 @@ def certify_samples(
     n: int = 100,
     draws: int = 256,
     alpha: float = 0.001,
+    weights: str | Path | None = None,
     device: str | torch.device | None = None,
 ) -> dict:
     """Certify ``n`` test samples; returns the summary (per-radius certified accuracy) and per-sample radii."""
@@ -35,7 +36,7 @@ def certify_samples(
     if check_number("alpha", alpha, least=0.0, inclusive=False) > 0.5:
         raise ConfigError(f"--alpha must be in (0, 0.5], got {alpha!r}")
     chosen = Modality.parse(modality)
-    model = load_encoder(encoder, calibration=calibration, device=device)
+    model = load_encoder(encoder, weights=weights, calibration=calibration, device=device)
     model.check_modality(chosen)
     benchmark = load_data(data, model, [chosen], split="test", limit=n, required=True)
     batch = benchmark.data[chosen]

@@ -49,6 +49,7 @@ def load_encoder(
 ) -> Encoder:
     """A registered encoder by name (with ``weights`` and ``calibration`` applied), or the given one, on ``device``.
 
+    ``weights`` is the encoder's checkpoint (a file or folder), passed to its factory as ``checkpoint``.
     An encoder given as an object stays where it is unless ``device`` is named.
     """
     if isinstance(encoder, Encoder):
@@ -60,7 +61,7 @@ def load_encoder(
             encoder = calibrate_encoder(encoder, calibration)
         return encoder if device is None else encoder.to(resolve_device(device))
     ENCODERS.get(encoder)  # an unknown name fails with a suggestion, before anything loads
-    options = {"weights": weights} if weights is not None else {}
+    options = {"checkpoint": weights} if weights is not None else {}
     return create_encoder(encoder, calibration=calibration, device=resolve_device(device), **options)
 
 

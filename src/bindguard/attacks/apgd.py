@@ -17,6 +17,7 @@ from bindguard.attacks.threat import ThreatModel
 from bindguard.errors import ConfigError
 from bindguard.modalities import InputSpec
 from bindguard.objectives import Objective, ObjectiveContext, ZeroShotDLR, ZeroShotTargetedDLR
+from bindguard.objectives.base import center_scores
 
 MOMENTUM = 0.75
 RHO = 0.75
@@ -170,7 +171,7 @@ class APGDTargeted(APGD):
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:
         with torch.no_grad():
-            scores = forward(x) @ context.centers.T  # (B, C)
+            scores = center_scores(forward(x), context.centers)  # (B, C)
         scores = scores.scatter(1, context.labels[:, None], float("-inf"))
         ranked = scores.argsort(dim=1, descending=True)  # (B, C); the truth last
         best = BestTracker(x)

@@ -69,6 +69,13 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     weights: CheckpointOption = None,
     calibration: CalibrationOption = None,
+    centers: Annotated[
+        Path | None,
+        typer.Option(help="Class centers (C, K, D) to score against instead of prompt templates (convert --centers)."),
+    ] = None,
+    center_rule: Annotated[
+        str, typer.Option(help="With --centers: nearest (class of the top-1 center) or mean (each class's mean).")
+    ] = "nearest",
     attacks: Annotated[
         str | None,
         typer.Option(help="'standard' or comma-separated attack names (bindguard attacks list); none: clean only."),
@@ -109,6 +116,8 @@ def evaluate(
             seed=seed,
             weights=weights,
             calibration=calibration,
+            centers=centers,
+            center_rule=center_rule,
             device=device,
             out=out,
             progress=progress,

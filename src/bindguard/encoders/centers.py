@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save
 
 from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
+from bindguard.data import Benchmark
 from bindguard.encoders.base import Encoder
 from bindguard.errors import ConfigError
 
@@ -54,3 +55,11 @@ def semantic_centers(
     centers = compute_semantic_centers(encoder, class_names, templates).cpu().contiguous()
     atomic_write_bytes(path, save({"centers": centers}))  # also clears temp files of writers that were killed
     return centers
+
+
+def benchmark_centers(encoder: Encoder, benchmark: Benchmark, modality: Modality) -> torch.Tensor:
+    """The centers a benchmark's ``modality`` is scored against: its fixed ``centers`` when it has
+    them (e.g. UniBind-style description embeddings), else its templates through the text tower."""
+    if benchmark.centers is not None:
+        return benchmark.centers.to(encoder.device)
+    return semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])

@@ -22,7 +22,7 @@ from bindguard.data import Benchmark
 from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
 from bindguard.evaluation.clean import embed_all
 from bindguard.evaluation.metrics import recall_at_k, wilson_interval
@@ -36,6 +36,7 @@ from bindguard.evaluation.robust import (
     evaluate_robust,
 )
 from bindguard.objectives import ObjectiveContext
+from bindguard.objectives.base import center_scores
 
 
 def _mean(hits: torch.Tensor) -> float:
@@ -43,7 +44,7 @@ def _mean(hits: torch.Tensor) -> float:
 
 
 def _scores(encoder: Encoder, modality: Modality, x: Rows, centers: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return embed_all(encoder, modality, x, batch_size=batch_size) @ centers.T
+    return center_scores(embed_all(encoder, modality, x, batch_size=batch_size), centers)
 
 
 def transfer_worst_cases(
@@ -60,7 +61,7 @@ def transfer_worst_cases(
     """(worst case of ``base``, worst case of ``calibrated`` on the same examples), over the ensemble."""
     clean = embed_all(base, modality, x, batch_size=settings.batch_size)
     context = ObjectiveContext(labels=labels, centers=centers, clean=clean, logit_scale=base.logit_scale(modality))
-    before = WorstCase(*_hits(clean @ centers.T, labels))
+    before = WorstCase(*_hits(center_scores(clean, centers), labels))
     transfer = WorstCase(*_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
     everything = torch.arange(len(x))
     stages = _stages(settings, threat)
@@ -137,7 +138,7 @@ def evaluate_calibration(
     rows = []
     for modality, robust in zip(chosen, robust_rows, strict=True):
         data = benchmark.data[modality]
-        centers = semantic_centers(base, benchmark.class_names, benchmark.templates[modality])
+        centers = benchmark_centers(base, benchmark, modality)
         before_clean = _hits(_scores(base, modality, data.inputs, centers, settings.batch_size), data.labels)
         before, transfer = transfer_worst_cases(
             base, attacked, modality, data.inputs, data.labels, centers, threat, settings, progress

@@ -18,6 +18,7 @@ from bindguard._types import Modality
 from bindguard.encoders import Encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.errors import ConfigError
+from bindguard.objectives.base import center_scores
 
 ABSTAIN = -1
 
@@ -42,7 +43,7 @@ def _counts(
         repeats = min(batch_size, draws - start)
         for index in range(x.shape[0]):
             noisy = x[index : index + 1].to(device).expand(repeats, *x.shape[1:])
-            votes = (encoder.encode_modality(modality, noisy, validate=False) @ centers.T).argmax(1)
+            votes = center_scores(encoder.encode_modality(modality, noisy, validate=False), centers).argmax(1)
             counts[index] += torch.bincount(votes, minlength=centers.shape[0]).cpu()
     return counts
 

@@ -9,8 +9,9 @@ import torch
 from bindguard._types import Modality
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.evaluation.metrics import recall_at_k, top_k_accuracy, wilson_interval
+from bindguard.objectives.base import center_scores
 
 Progress = Callable[[str, int, int], None]
 RECALL_KS = (1, 5, 10)
@@ -40,7 +41,7 @@ def _row(modality: Modality, task: str, n: int, **fields: object) -> dict:
 
 
 def zero_shot_row(modality: Modality, embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> dict:
-    scores = embeddings @ centers.T  # (N, C) cosine similarities
+    scores = center_scores(embeddings, centers)  # (N, C) cosine similarities
     accuracy = top_k_accuracy(scores, labels, (1, 5))
     low, high = wilson_interval(accuracy[1] * len(labels), len(labels))
     return _row(modality, "zero-shot", len(labels), top1=accuracy[1], top5=accuracy[5], top1_ci95=[low, high])
@@ -52,8 +53,8 @@ def text_retrieval_rows(
     """Class-level retrieval: each class prompt center queries the items (relevant: same class), and back."""
     classes = torch.arange(centers.shape[0])
     relevant = classes[:, None] == labels[None, :]  # (C, N)
-    text_to_items = recall_at_k(centers @ embeddings.T, relevant, RECALL_KS)
-    items_to_text = recall_at_k(embeddings @ centers.T, relevant.T, RECALL_KS)
+    text_to_items = recall_at_k(center_scores(embeddings, centers).T, relevant, RECALL_KS)
+    items_to_text = recall_at_k(center_scores(embeddings, centers), relevant.T, RECALL_KS)
     return [
         _row(
             modality,
@@ -121,7 +122,7 @@ def evaluate_clean(
     embeddings, rows = {}, []
     for modality in modalities:
         data = benchmark.data[modality]
-        centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])
+        centers = benchmark_centers(encoder, benchmark, modality)
         embeddings[modality] = embed_all(encoder, modality, data.inputs, batch_size=batch_size, progress=progress)
         rows.append(zero_shot_row(modality, embeddings[modality], centers, data.labels))
         rows.extend(text_retrieval_rows(modality, embeddings[modality], centers, data.labels))

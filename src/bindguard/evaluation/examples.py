@@ -19,9 +19,10 @@ from bindguard.attacks import Attack
 from bindguard.data import Benchmark
 from bindguard.data.rows import all_rows
 from bindguard.encoders import Encoder
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.evaluation.clean import embed_all
 from bindguard.objectives import ObjectiveContext
+from bindguard.objectives.base import center_scores
 
 
 def attack_examples(
@@ -35,7 +36,7 @@ def attack_examples(
     """Attack every sample of ``benchmark``'s ``modality``; returns (tensors, outcome summary)."""
     batch = benchmark.data[modality]
     inputs = all_rows(batch.inputs)  # a few samples, kept whole for the example file
-    centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])
+    centers = benchmark_centers(encoder, benchmark, modality)
     clean_embedding = embed_all(encoder, modality, inputs)
     target = None
     if target_modality is not None:
@@ -50,8 +51,8 @@ def attack_examples(
         logit_scale=encoder.logit_scale(modality),
     )
     result = attack.run(encoder, modality, inputs, context)
-    adversarial_prediction = (embed_all(encoder, modality, result.adversarial) @ centers.T).argmax(1)
-    clean_prediction = (clean_embedding @ centers.T).argmax(1)
+    adversarial_prediction = center_scores(embed_all(encoder, modality, result.adversarial), centers).argmax(1)
+    clean_prediction = center_scores(clean_embedding, centers).argmax(1)
     tensors = {
         "clean": inputs.contiguous(),
         "adversarial": result.adversarial.contiguous(),

@@ -22,6 +22,7 @@ from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.evaluation.clean import embed_all
 from bindguard.objectives import ObjectiveContext
+from bindguard.objectives.base import center_scores
 
 if TYPE_CHECKING:
     from bindguard.evaluation.robust import RobustSettings
@@ -44,7 +45,9 @@ class SanityChecker:
         settings: RobustSettings,
     ):
         self.encoder, self.modality, self.settings = encoder, modality, settings
-        correct = (embed_all(encoder, modality, x, batch_size=settings.batch_size) @ centers.T).argmax(1) == labels
+        correct = (
+            center_scores(embed_all(encoder, modality, x, batch_size=settings.batch_size), centers).argmax(1) == labels
+        )
         chosen = torch.nonzero(correct).flatten()[: settings.check_samples]
         self.x, self.labels, self.centers = x[chosen], labels[chosen], centers
         self.scale = encoder.logit_scale(modality)

@@ -21,7 +21,7 @@ from bindguard.attacks import Attack, ThreatModel, create_attack
 from bindguard.data import Benchmark
 from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.errors import ConfigError
 from bindguard.evaluation.clean import embed_all
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, Ensemble
@@ -29,6 +29,7 @@ from bindguard.evaluation.flags import SanityChecker
 from bindguard.evaluation.metrics import wilson_interval
 from bindguard.evaluation.state import RunState
 from bindguard.objectives import ObjectiveContext
+from bindguard.objectives.base import center_scores
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -100,7 +101,7 @@ def _attack_in_batches(
         with torch.no_grad():
             for judged, judge in zip(hits, judges, strict=True):
                 embedding = judge.encode_modality(modality, result.adversarial.to(judge.device), validate=False)
-                judged.append(_hits(embedding.cpu() @ context.centers.T, context.labels[batch]))
+                judged.append(_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
     joined = [(torch.cat([h[0] for h in judged]), torch.cat([h[1] for h in judged])) for judged in hits]
     return joined, torch.cat(norms)
 
@@ -179,7 +180,7 @@ def evaluate_modality_threat(
         labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality)
     )
     saved = state.get("worst")
-    worst = WorstCase.from_json(saved) if saved else WorstCase(*_hits(clean_embeddings @ centers.T, labels))
+    worst = WorstCase.from_json(saved) if saved else WorstCase(*_hits(center_scores(clean_embeddings, centers), labels))
     stages = _stages(settings, threat)
     square_outcome: dict = state.get("square") or {}
     label = f"{modality.value} {threat}"
@@ -286,9 +287,9 @@ def evaluate_robust(
     rows = []
     for modality in modalities:
         data = benchmark.data[modality]
-        centers = semantic_centers(encoder, benchmark.class_names, benchmark.templates[modality])
+        centers = benchmark_centers(encoder, benchmark, modality)
         spec = encoder.input_spec(modality)
-        clean_scores = embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size) @ centers.T
+        clean_scores = center_scores(embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size), centers)
         clean_top1, clean_top5 = (float(hit.float().mean()) for hit in _hits(clean_scores, data.labels))
         checker = (
             SanityChecker(encoder, modality, data.inputs, data.labels, centers, settings) if settings.checks else None

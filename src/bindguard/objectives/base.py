@@ -81,9 +81,20 @@ class Objective(ABC):
             )
 
 
+def center_scores(embedding: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """(B, C) cosine similarity of unit embeddings to each class's semantic centers.
+
+    ``centers`` is (C, D), one center per class, or (C, K, D), several description embeddings per
+    class (UniBind-style), scored by the nearest of the K: the class of the top-1 center overall.
+    """
+    if centers.dim() == 2:
+        return embedding @ centers.T
+    return torch.einsum("bd,ckd->bck", embedding, centers).amax(dim=-1)
+
+
 def class_scores(embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
     """(B, C) cosine similarities to the centers."""
-    return embedding @ context.centers.T
+    return center_scores(embedding, context.centers)
 
 
 def top_k_hit(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from bindguard.errors import UnknownNameError
+from bindguard.objectives.base import center_scores
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class CalibrationBatch:
 
 
 def fixed_center_ce(embedding: torch.Tensor, batch: CalibrationBatch, scale: float) -> torch.Tensor:
-    return F.cross_entropy(scale * embedding @ batch.centers.T, batch.labels)
+    return F.cross_entropy(scale * center_scores(embedding, batch.centers), batch.labels)
 
 
 def alignment_l2(embedding: torch.Tensor, batch: CalibrationBatch) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bindguard.objectives.base import Objective, ObjectiveContext
+from bindguard.objectives.base import Objective, ObjectiveContext, center_scores
 
 
 class EmbeddingDistortion(Objective):
@@ -25,7 +25,7 @@ class EmbeddingDistortion(Objective):
 
     def success(self, embedding: torch.Tensor, context: ObjectiveContext) -> torch.Tensor:
         if context.labels is not None and context.centers is not None:
-            return (embedding @ context.centers.T).argmax(1) != context.labels
+            return center_scores(embedding, context.centers).argmax(1) != context.labels
         return (embedding * context.clean).sum(-1) < self.threshold
 
 

@@ -11,7 +11,7 @@ from bindguard._types import Modality
 from bindguard.data import Benchmark
 from bindguard.data.rows import all_rows
 from bindguard.encoders import Encoder
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.errors import ConfigError
 from bindguard.evaluation.certify import certify
 from bindguard.pipeline.setup import check_data_name, load_data, load_encoder
@@ -40,7 +40,7 @@ def certify_samples(
     model.check_modality(chosen)
     benchmark = load_data(data, model, [chosen], split="test", limit=n, required=True)
     batch = benchmark.data[chosen]
-    centers = semantic_centers(model, benchmark.class_names, benchmark.templates[chosen])
+    centers = benchmark_centers(model, benchmark, chosen)
     certificate = certify(model, chosen, all_rows(batch.inputs), centers, n=draws, alpha=alpha)
     correct = certificate.prediction == batch.labels
     largest = float(certificate.radius.max())

@@ -25,6 +25,7 @@ from bindguard.pipeline.setup import (
     load_encoder,
     parse_threats,
     robust_settings,
+    with_class_centers,
 )
 
 Progress = Callable[[str, int, int], None]
@@ -47,6 +48,8 @@ def evaluate(
     seed: int = 0,
     weights: str | Path | None = None,
     calibration: str | Path | None = None,
+    centers: str | Path | None = None,
+    center_rule: str = "nearest",
     device: str | torch.device | None = None,
     out: str | Path | None = None,
     progress: Progress | None = None,
@@ -80,6 +83,9 @@ def evaluate(
         seed: seeds data order, attacks and checks.
         weights: trained parts for an encoder built by name (e.g. TinyBind's ``--weights``).
         calibration: a calibration folder to apply.
+        centers: a class-centers file, (C, K, D) description embeddings per class (UniBind-style,
+            ``bindguard convert --centers``), scored instead of the prompt templates.
+        center_rule: ``nearest`` (the class of the top-1 center) or ``mean`` (the mean of each class's K).
         device: where to run; default CUDA when available, else the CPU.
         out: folder for ``results.json`` and the resumable state.
         progress: optional ``callback(stage, done, total)``.
@@ -113,6 +119,7 @@ def evaluate(
     chosen = choose_modalities(modalities, model)
     everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
     benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
+    benchmark = with_class_centers(benchmark, model, centers, center_rule)
     chosen = [m for m in chosen if m in benchmark.data]
     fingerprints = data_fingerprints(benchmark, batch_size=batch_size)
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
@@ -150,6 +157,7 @@ def evaluate(
         "split": "test",
         "weights": str(weights) if weights else "shipped",
         "calibration": str(calibration) if calibration else None,
+        "centers": None if centers is None else {"file": str(centers), "rule": center_rule},
         "model_identity": model.identity,
         "eot_samples": EOT_SAMPLES if model.randomized else 1,
         "device": str(model.device),

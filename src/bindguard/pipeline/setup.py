@@ -5,11 +5,13 @@ Each check runs before any slow work, so a bad option fails in a second, not aft
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from bindguard._checks import check_count, check_seed
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality, parse_modalities
@@ -17,6 +19,7 @@ from bindguard.attacks import ThreatModel
 from bindguard.data import Benchmark, ModalityData, check_data_source, load_dataset
 from bindguard.data.rows import first_rows
 from bindguard.encoders import ENCODERS, Encoder, create_encoder
+from bindguard.encoders.class_centers import CENTER_RULES, load_class_centers
 from bindguard.encoders.device import resolve_device
 from bindguard.errors import ConfigError, DataError
 from bindguard.evaluation.ensemble import Ensemble, parse_ensemble
@@ -144,7 +147,7 @@ def _limited(benchmark: Benchmark, modalities: Sequence[Modality], limit: int | 
 
     data = {m: first(item) for m, item in benchmark.data.items() if m in modalities}
     templates = {m: t for m, t in benchmark.templates.items() if m in data}
-    return Benchmark(benchmark.name, benchmark.split, benchmark.class_names, templates, data)
+    return Benchmark(benchmark.name, benchmark.split, benchmark.class_names, templates, data, benchmark.centers)
 
 
 def parse_threats(eps: str | float | Sequence[str | float], norm: str) -> list[ThreatModel]:
@@ -190,3 +193,31 @@ def robust_settings(
         batch_size=batch_size,
         seed=seed,
     )
+
+
+def with_class_centers(
+    benchmark: Benchmark, encoder: Encoder, centers: str | Path | None, rule: str = "nearest"
+) -> Benchmark:
+    """``benchmark`` scored against a class-centers file (``bindguard convert --centers``) instead of its templates.
+
+    Raises:
+        DataError: for centers of other classes (names or order) or another embedding size.
+        ConfigError: for an unknown rule.
+    """
+    if centers is None:
+        return benchmark
+    if rule not in CENTER_RULES:
+        raise ConfigError(f"--center-rule must be one of {', '.join(CENTER_RULES)}, got {rule!r}")
+    loaded = load_class_centers(centers)
+    if loaded.class_names != tuple(benchmark.class_names):
+        raise DataError(
+            f"--centers {centers} holds classes {list(loaded.class_names)[:4]}…, the data {benchmark.name!r} has "
+            f"{list(benchmark.class_names)[:4]}…; fix: make the centers for these classes, in this order"
+        )
+    if loaded.dim != encoder.embed_dim:
+        raise DataError(
+            f"--centers {centers} are {loaded.dim}-d, {encoder.name} embeds in {encoder.embed_dim}-d; "
+            "fix: make the centers with this encoder"
+        )
+    fixed = F.normalize(loaded.centers.float(), dim=-1) if rule == "nearest" else loaded.mean_centers()
+    return dataclasses.replace(benchmark, centers=fixed)

@@ -38,7 +38,7 @@ from bindguard.data.rows import Rows, fingerprint_rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.base import non_finite_tensor
 from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
-from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.centers import benchmark_centers
 from bindguard.errors import ConfigError, DataError, DivergedError
 from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
 from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss, check_objective
@@ -455,7 +455,7 @@ def _calibrate_into(
             )
     for modality in modalities:
         data = train.data[modality]
-        centers = semantic_centers(base, train.class_names, train.templates[modality])
+        centers = benchmark_centers(base, train, modality)
         previous = done.get(modality.value)
         fingerprint = fingerprint_rows(data.inputs, data.labels)
         wanted = asdict(recipe) | {"modality": modality.value, "n": len(data), "data": fingerprint}

@@ -99,13 +99,19 @@ class ModalityData:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A labelled multimodal data set with its class names and prompt templates."""
+    """A labelled multimodal data set with its class names and prompt templates.
+
+    ``centers``, when set, are fixed semantic centers to score against instead of embedding the
+    templates with the text tower: (C, D), or (C, K, D) for several descriptions per class
+    (UniBind-style, scored by the nearest of the K).
+    """
 
     name: str
     split: str
     class_names: tuple[str, ...]
     templates: dict[Modality, tuple[str, ...]]
     data: dict[Modality, ModalityData]
+    centers: torch.Tensor | None = None
 
     @property
     def modalities(self) -> tuple[Modality, ...]:

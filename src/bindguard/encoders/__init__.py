@@ -16,6 +16,24 @@ ENCODERS.register(
     description="embedded default: MiniLM text + EfficientNet-Lite0 trunk, 6 modalities, CPU, offline",
     extra="tinybind",
 )
+ENCODERS.register(
+    "imagebind",
+    "bindguard.encoders.imagebind:create_imagebind",
+    description="ImageBind huge in plain torch: image, video, audio, depth, thermal, text; "
+    "--checkpoint imagebind_huge.pth (weights CC-BY-NC-SA 4.0)",
+)
+ENCODERS.register(
+    "clip",
+    "bindguard.encoders.clip:create_clip",
+    description="CLIP (transformers CLIPModel) from a Hugging Face folder: image + text; --checkpoint DIR",
+    extra="clip",
+)
+ENCODERS.register(
+    "clap",
+    "bindguard.encoders.clap:create_clap",
+    description="CLAP (transformers ClapModel) from a Hugging Face folder: 48 kHz audio + text; --checkpoint DIR",
+    extra="clap",
+)
 
 
 def create_encoder(name: str, /, *, calibration: str | Path | None = None, **options: Any) -> Encoder:

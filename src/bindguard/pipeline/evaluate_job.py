@@ -15,6 +15,7 @@ from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
 from bindguard.evaluation.results import Results
 from bindguard.evaluation.robust import evaluate_robust
+from bindguard.pipeline.cost import passes_per_sample, warn_if_slow
 from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
     check_data_name,
@@ -122,6 +123,9 @@ def evaluate(
     benchmark = with_class_centers(benchmark, model, centers, center_rule)
     chosen = [m for m in chosen if m in benchmark.data]
     fingerprints = data_fingerprints(benchmark, batch_size=batch_size)
+    if settings is not None:
+        samples = max(len(benchmark.data[m].labels) for m in chosen)
+        warn_if_slow(model, chosen, samples=samples, passes=passes_per_sample(settings, len(threats)))
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
     if settings is not None:
         run_config = {

@@ -23,6 +23,13 @@ ENCODERS.register(
     "--checkpoint imagebind_huge.pth (weights CC-BY-NC-SA 4.0)",
 )
 ENCODERS.register(
+    "languagebind",
+    "bindguard.encoders.languagebind:create_languagebind",
+    description="LanguageBind (image, video, audio, depth, thermal + text) from its Hugging Face tower folders; "
+    "--checkpoint DIR",
+    extra="languagebind",
+)
+ENCODERS.register(
     "clip",
     "bindguard.encoders.clip:create_clip",
     description="CLIP (transformers CLIPModel) from a Hugging Face folder: image + text; --checkpoint DIR",

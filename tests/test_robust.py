@@ -283,3 +283,12 @@ def test_worst_case_is_the_intersection_of_survivors(monkeypatch) -> None:
     assert sorted(seen["script-a"]) == list(range(count))
     assert sorted(seen["script-b"]) == sorted(set(range(count)) - {0, 1})
     assert sorted(seen["script-c"]) == sorted(set(range(count)) - {0, 1})
+
+
+def test_a_square_member_of_an_ensemble_runs_with_the_run_query_budget() -> None:
+    from bindguard.attacks import ThreatModel
+    from bindguard.evaluation.ensemble import parse_ensemble
+
+    square = parse_ensemble("apgd-ce,square").members[1]
+    assert square.build(ThreatModel.linf("4/255"), steps=2, seed=0, square_queries=7).queries == 7
+    assert square.build(ThreatModel.linf("4/255"), steps=2, seed=0).queries == 1000  # the attack's own default

@@ -20,10 +20,12 @@ class Member:
     options: dict[str, Any] = field(default_factory=dict)
     uses_steps: bool = True
 
-    def build(self, threat: ThreatModel, *, steps: int, seed: int) -> Attack:
+    def build(self, threat: ThreatModel, *, steps: int, seed: int, square_queries: int | None = None) -> Attack:
         options = dict(self.options)
         if self.uses_steps:
             options.setdefault("steps", steps)
+        if self.attack == "square" and square_queries:  # a Square member runs with the run's query budget
+            options.setdefault("queries", square_queries)
         return create_attack(self.attack, threat=threat, seed=seed, **options)
 
 

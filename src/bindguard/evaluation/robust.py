@@ -109,7 +109,13 @@ def _attack_in_batches(
 def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
     """(name, builder, is the Square check) for each attack, in order."""
     stages = [
-        (member.attack, lambda member=member: member.build(threat, steps=settings.steps, seed=settings.seed), False)
+        (
+            member.attack,
+            lambda member=member: member.build(
+                threat, steps=settings.steps, seed=settings.seed, square_queries=settings.square_queries
+            ),
+            False,
+        )
         for member in settings.ensemble.members
     ]
     if settings.square_queries and "square" not in settings.ensemble.attack_names:

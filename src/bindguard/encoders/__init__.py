@@ -17,7 +17,7 @@ ENCODERS.register(
     extra="tinybind",
 )
 ENCODERS.register(
-    "imagebind",
+    "imagebind-huge",
     "bindguard.encoders.imagebind:create_imagebind",
     description="ImageBind huge in plain torch: image, video, audio, depth, thermal, text; "
     "--checkpoint imagebind_huge.pth (weights CC-BY-NC-SA 4.0)",

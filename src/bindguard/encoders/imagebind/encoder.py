@@ -199,7 +199,7 @@ def create_imagebind(
         raise DataError(
             f"ImageBind needs its weights: download imagebind_huge.pth from {PUBLISHED_URL} (4.8 GB; "
             "CC-BY-NC-SA 4.0, non-commercial use only) and pass its path: "
-            "--checkpoint PATH (Python: create_encoder('imagebind', checkpoint=PATH))"
+            "--checkpoint PATH (Python: create_encoder('imagebind-huge', checkpoint=PATH))"
         )
     if checkpoint is None:
         # seeded random weights without touching the caller's random state

@@ -36,6 +36,12 @@ ENCODERS.register(
     extra="clip",
 )
 ENCODERS.register(
+    "open-clip",
+    "bindguard.encoders.open_clip:create_open_clip",
+    description="open_clip ViT checkpoint file as CLIP (keys converted, CLIP's BPE): image + text; --checkpoint FILE",
+    extra="clip",
+)
+ENCODERS.register(
     "clap",
     "bindguard.encoders.clap:create_clap",
     description="CLAP (transformers ClapModel) from a Hugging Face folder: 48 kHz audio + text; --checkpoint DIR",

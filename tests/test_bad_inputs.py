@@ -15,6 +15,7 @@ so that a case fails for its own reason and not because everything is refused.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import math
@@ -831,6 +832,55 @@ cli(
     ("{weights}", "heads.image.2.bias|NaN"),
     WEIGHTS["nan-head"][0],
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Real encoders' checkpoints (--model NAME --checkpoint PATH): refused before the full-size model is built
+
+
+def _torch_file(contents: Callable[[], object]) -> Callable[[Place], dict[str, Path]]:
+    def prepare(place: Place) -> dict[str, Path]:
+        path = place.root / "checkpoint.pth"
+        torch.save(contents(), path)
+        return {"checkpoint": path}
+
+    return prepare
+
+
+def _text_checkpoint(place: Place) -> dict[str, Path]:
+    path = place.root / "notes.pth"
+    path.write_text("not a checkpoint\n")
+    return {"checkpoint": path}
+
+
+CHECKPOINTS = {
+    "another-architecture": (
+        lambda place: {"checkpoint": place.shared.weights},  # TinyBind's trained parts
+        ("{checkpoint}", "missing keys"),
+    ),
+    "partial-state-dict": (_torch_file(lambda: {"modality_heads.vision.2.weight": torch.zeros(4, 4)}), ("missing",)),
+    "needs-more-than-tensors": (
+        _torch_file(lambda: {"weight": torch.zeros(1), "saved": datetime.date(2026, 1, 1)}),
+        ("{checkpoint}",),
+    ),
+    "a-text-file": (_text_checkpoint, ("{checkpoint}",)),
+    "missing": (lambda place: {"checkpoint": place.root / "absent.pth"}, ("absent.pth",)),
+}
+for _id, (_prepare, _names) in CHECKPOINTS.items():
+    cli(
+        f"eval-imagebind-checkpoint-{_id}",
+        (*EVAL, "--model", "imagebind-huge", "--checkpoint", "{checkpoint}"),
+        _names,
+        _prepare,
+    )
+for _model, _needs in (("imagebind-huge", "imagebind_huge.pth"), ("languagebind", "checkpoint"), ("clip", "checkpoint"),
+                       ("open-clip", "checkpoint"), ("clap", "checkpoint")):  # fmt: skip
+    cli(f"eval-{_model}-without-checkpoint", (*EVAL, "--model", _model), (_needs,))
+    api(
+        f"create-encoder-{_model}-without-checkpoint",
+        lambda place, model=_model: bindguard.create_encoder(model),
+        (_needs,),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

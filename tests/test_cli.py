@@ -64,7 +64,7 @@ def test_eval_table_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "imagebind-huge"], "unknown encoder 'imagebind-huge'"),
+        (["--model", "imagebind-giant"], "unknown encoder 'imagebind-giant'"),
         (["--data", "cifar10"], "unknown data set 'cifar10'"),
         (["--modalities", "image,smell"], "unknown modality 'smell'"),
         (["--modalities", "text"], "not available"),

@@ -1,6 +1,6 @@
-"""Every job on every new encoder adapter (issue 11, part 7), through the public Python API.
+"""Every job on every real-encoder adapter, through the public Python API.
 
-Tiny ImageBind (image and audio), tiny CLIP (image) and tiny CLAP (audio), each with random weights,
+Tiny ImageBind and LanguageBind (image and audio), tiny CLIP (image) and tiny CLAP (audio), each with random weights,
 go through ``evaluate``, ``attack_samples``, ``calibrate`` with every method part that fits, the
 reload of a saved calibration, ``evaluate_calibration``, ``certify_samples`` on a noisy purifier,
 the HTML report, and the refusal of a calibration by an instance with other weights. The data is a
@@ -33,6 +33,7 @@ CLASSES = ["low", "middle", "high"]
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
 EPS = "4/255"
 TOLERANCE = 1e-5
+LANGUAGEBIND_AUDIO_SECONDS = 0.5
 IMAGEBIND_AUDIO = 32_000  # one 2 s clip at 16 kHz: the smallest ImageBind audio input
 CLAP_SECONDS = 0.5
 PURIFIER_WIDTH = 4  # channels of the purifier's convolutions (default 16): a quarter of the cost at 224 px
@@ -139,7 +140,36 @@ def _clap(root: Path) -> Adapter:
     )
 
 
-BUILDERS = {"imagebind": _imagebind, "clip": _clip, "clap": _clap}
+def _languagebind(root: Path) -> Adapter:
+    pytest.importorskip("transformers")
+    from bindguard.encoders.languagebind import create_languagebind
+    from test_languagebind import SEEDS, base_state, write_folder
+
+    def folder(name: str, seed: int) -> Path:
+        write_folder(root / name / "LanguageBind_Image", "image", base_state("image", SEEDS["image"] + seed))
+        write_folder(root / name / "LanguageBind_Audio_FT", "audio", base_state("audio", SEEDS["audio"] + seed))
+        return root / name
+
+    first, second = folder("languagebind-a", 0), folder("languagebind-b", 10)
+    encoder = create_languagebind(checkpoint=first, audio_seconds=LANGUAGEBIND_AUDIO_SECONDS)
+    generator = torch.Generator().manual_seed(0)
+    size = encoder.input_spec(Modality.IMAGE).shape[-1]
+    samples = encoder.input_spec(Modality.AUDIO).shape[-1]
+    data = _write_data(
+        root / "languagebind.safetensors",
+        {"image": _images(size, generator), "audio": _tones(samples, 16_000, generator)},
+    )
+    return Adapter(
+        "languagebind",
+        encoder,
+        data,
+        (Modality.IMAGE, Modality.AUDIO),
+        lambda: create_languagebind(checkpoint=second, audio_seconds=LANGUAGEBIND_AUDIO_SECONDS),
+        root,
+    )
+
+
+BUILDERS = {"imagebind": _imagebind, "languagebind": _languagebind, "clip": _clip, "clap": _clap}
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))

@@ -20,7 +20,15 @@ def invoke(*args: str):
 def test_models_list_json() -> None:
     result = invoke("models", "list", "--json")
     assert result.exit_code == 0
-    assert [row["name"] for row in json.loads(result.stdout)] == ["tinybind", "imagebind-huge", "languagebind", "clip", "open-clip", "clap"]
+    assert [row["name"] for row in json.loads(result.stdout)] == [
+        "tinybind",
+        "imagebind-huge",
+        "languagebind",
+        *(f"languagebind-{tower}" for tower in ("image", "video", "audio", "depth", "thermal")),
+        "clip",
+        "open-clip",
+        "clap",
+    ]
 
 
 def test_eval_writes_schema_versioned_results(tmp_path: Path) -> None:

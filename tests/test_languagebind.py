@@ -496,3 +496,11 @@ def test_fbank_matches_torchaudio_kaldi(tmp_path: Path) -> None:
     if "fbank" not in tensors:
         pytest.skip("the audio fixture was written without --kaldi")
     torch.testing.assert_close(fbank(tensors["fbank_waveform"], num_mel_bins=112), tensors["fbank"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("tower", ["image", "video", "audio", "depth", "thermal"])
+def test_each_tower_has_a_registry_entry_that_loads_it_alone(checkpoint: Path, tower: str) -> None:
+    import bindguard
+
+    model = bindguard.create_encoder(f"languagebind-{tower}", checkpoint=checkpoint)
+    assert [m for m in model.modalities if m is not Modality.TEXT] == [Modality(tower)]

@@ -29,6 +29,19 @@ ENCODERS.register(
     "--checkpoint DIR",
     extra="languagebind",
 )
+for _tower, _folder in (
+    ("image", "LanguageBind_Image"),
+    ("video", "LanguageBind_Video_FT"),
+    ("audio", "LanguageBind_Audio_FT"),
+    ("depth", "LanguageBind_Depth"),
+    ("thermal", "LanguageBind_Thermal"),
+):
+    ENCODERS.register(
+        f"languagebind-{_tower}",
+        f"bindguard.encoders.languagebind_towers:create_languagebind_{_tower}",
+        description=f"LanguageBind's {_tower} tower + text; --checkpoint {_folder} (or a folder of towers)",
+        extra="languagebind",
+    )
 ENCODERS.register(
     "clip",
     "bindguard.encoders.clip:create_clip",

@@ -356,9 +356,10 @@ def test_parse_eps_rejects_non_positive_or_non_finite(value) -> None:
 
 
 @pytest.mark.parametrize("value", ["2", 2, 1.5, "1e5", "256/255"])
-def test_parse_eps_rejects_more_than_the_domain(value) -> None:
+def test_linf_eps_larger_than_the_domain_is_refused_and_l2_takes_it(value) -> None:
     with pytest.raises(ConfigError, match="larger than the whole domain.*4/255"):
-        parse_eps(value)
+        ThreatModel.linf(value)
+    assert ThreatModel.l2(value).eps == pytest.approx(parse_eps(value))  # an L2 norm over the input may exceed 1
 
 
 @pytest.mark.parametrize(("text", "value"), [("4/255", 4 / 255), (" 8/255 ", 8 / 255), ("0.01", 0.01), ("1", 1.0)])

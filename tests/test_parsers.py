@@ -88,14 +88,14 @@ def check_eps_text(text: str) -> None:
     kind, result = outcome(parse_eps, text)
     if kind == "ok":
         assert expected is not None, f"parse_eps accepted {text!r}, which is not an unsigned decimal or fraction"
-        assert 0 < result <= 1 and math.isfinite(result)
-        assert expected > 0 and expected <= 1 + Decimal("1e-15"), f"{text!r} -> {result}, exact {expected}"
+        assert result > 0 and math.isfinite(result)
+        assert expected > 0, f"{text!r} -> {result}, exact {expected}"
         assert result == pytest.approx(float(expected), rel=1e-12, abs=1e-300)
         return
     assert "4/255" in result and repr(text)[:30] in result, f"message does not name {text!r}: {result!r}"
     sides = [Decimal(side) for side in text.strip().split("/")] if expected is not None else []
     sane = all(side == 0 or Decimal("1e-300") < side < Decimal("1e300") for side in sides)
-    in_range = expected is not None and Decimal("1e-300") < expected <= 1 - Decimal("1e-15")
+    in_range = expected is not None and Decimal("1e-300") < expected < Decimal("1e300")
     assert not (sane and in_range), f"parse_eps refused {text!r}, a valid budget {expected}: {result}"
 
 
@@ -121,16 +121,21 @@ def test_parse_eps_reads_decimals_back_exactly(value: float, before: str, after:
 
 @PROPERTY
 @given(value=st.one_of(st.floats(), st.integers(-(10**400), 10**400), st.fractions()))
-def test_parse_eps_accepts_exactly_the_numbers_in_0_1(value: float) -> None:
+def test_parse_eps_accepts_exactly_the_finite_positive_numbers_and_linf_at_most_1(value: float) -> None:
     kind, result = outcome(parse_eps, value)
     try:
         expected = float(value)
     except OverflowError:
         expected = math.inf
-    if math.isfinite(expected) and 0 < expected <= 1:
+    if math.isfinite(expected) and expected > 0:
         assert (kind, result) == ("ok", expected)
+        linf_kind, linf_result = outcome(ThreatModel.linf, value)
+        if expected <= 1:
+            assert linf_kind == "ok"
+        else:
+            assert linf_kind == "error" and "larger than the whole domain" in linf_result
     else:
-        assert kind == "error" and ("must be > 0" in result or "larger than the whole domain" in result)
+        assert kind == "error" and "must be > 0" in result
 
 
 @PROPERTY
@@ -146,7 +151,7 @@ def test_parse_eps_accepts_valid_text_and_refuses_the_rest_in_one_line(text: str
         "", " ", "nan", "NaN", "inf", "-inf", "Infinity", "-1", "-4/255", "0", "0.0", "0/7", "1/0", "0/0", "abc",
         "4/255/2", "4//255", "4 / 255", "4/ 255", "1e999", "1e-999", "1e99999999999999999999", "1/1e-999",
         "1" * 400 + "/1", "1/" + "1" * 400, "9" * 5000, "\u0664/\u0662\u0665\u0665", "\uff14/255", "4/255,8/255",
-        "4_0/255", "0x10", "+-1", "1e", "e5", ".", "/", "2", "256/255", "1.0000001", "4/255\n8", "\x00",
+        "4_0/255", "0x10", "+-1", "1e", "e5", ".", "/", "4/255\n8", "\x00",
     ],
 )
 # fmt: on
@@ -155,6 +160,14 @@ def test_parse_eps_refuses_with_one_line_that_names_the_text(text: str) -> None:
         parse_eps(text)
     message = assert_one_line_error(caught.value)
     assert repr(text)[:30] in message and "4/255" in message
+
+
+@pytest.mark.parametrize("text", ["2", "256/255", "1.0000001"])
+def test_an_linf_budget_beyond_the_domain_is_refused_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ThreatModel.linf(text)
+    message = assert_one_line_error(caught.value)
+    assert repr(text) in message and "4/255" in message and "larger than the whole domain" in message
 
 
 @pytest.mark.parametrize("value", [None, True, False, b"4/255", [4 / 255], object(), Decimal("0.01"), 10**400])

@@ -23,7 +23,10 @@ _HOW_TO_WRITE = "write a fraction such as 4/255 or a number such as 0.01"
 
 
 def parse_eps(text: str | float) -> float:
-    """Parse ``"4/255"``, ``"0.01"`` or a number into a relative budget in (0, 1].
+    """Parse ``"4/255"``, ``"0.01"`` or a number into a relative budget > 0 (finite).
+
+    The upper bound depends on the norm, so ``ThreatModel`` checks it: an Linf budget is at most the
+    whole range (1), while an L2 budget is a norm over the whole input and may exceed 1.
 
     Args:
         text: a fraction or decimal in ASCII digits (surrounding whitespace is ignored), or a number.
@@ -32,7 +35,7 @@ def parse_eps(text: str | float) -> float:
         The budget as a fraction of the modality's domain range.
 
     Raises:
-        ConfigError: for malformed, non-positive, non-finite or too large values, and for anything
+        ConfigError: for malformed, non-positive or non-finite values, and for anything
             that is neither a string nor a number (booleans included).
     """
     if isinstance(text, bool) or not isinstance(text, (str, numbers.Real)):
@@ -68,11 +71,6 @@ def _parse_eps_text(text: str) -> float:
 def _check_eps(value: float, given: object) -> None:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"eps must be > 0 and finite, got {_shown(given)}; {_HOW_TO_WRITE}")
-    if value > 1:
-        raise ConfigError(
-            f"eps {_shown(given)} is larger than the whole domain (eps is relative to the domain's range: "
-            "1 = the full range); use e.g. 4/255"
-        )
 
 
 def _shown(given: object, limit: int = 60) -> str:
@@ -99,21 +97,27 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; allowed: {', '.join(NORMS)}")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float, str)):
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (numbers.Real, str)):
             raise ConfigError(f"eps must be a number or a string such as '4/255', got {self.eps!r}")
+        given = self.eps
         object.__setattr__(self, "eps", parse_eps(self.eps))  # frozen: normalise strings and ints once
+        if self.norm == "linf" and self.eps > 1:
+            raise ConfigError(
+                f"eps {_shown(given)} is larger than the whole domain (an Linf eps is relative to the domain's range: "
+                "1 = the full range); use e.g. 4/255"
+            )
 
     @classmethod
     def linf(cls, eps: float | str) -> ThreatModel:
-        return cls("linf", parse_eps(eps))
+        return cls("linf", eps)
 
     @classmethod
     def l2(cls, eps: float | str) -> ThreatModel:
-        return cls("l2", parse_eps(eps))
+        return cls("l2", eps)
 
     @classmethod
     def parse(cls, norm: str, eps: float | str) -> ThreatModel:
-        return cls(norm.strip().lower(), parse_eps(eps))
+        return cls(norm.strip().lower(), eps)
 
     def absolute(self, spec: InputSpec) -> float:
         """The budget in the modality's own units."""

@@ -339,3 +339,20 @@ def test_chromium_screenshot(report_dir: Path) -> None:
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+
+
+def test_report_shows_how_the_run_was_made(tmp_path: Path) -> None:
+    directory = write_run(tmp_path / "made", examples=False)
+    results = json.loads((directory / "results.json").read_text())
+    results["provenance"] = {
+        "command": "bindguard eval --out made --seed 3",
+        "seed": 3,
+        "versions": {"torch": "2.13.0"},
+        "data": {"name": "builtin", "fingerprints": {"image": "0123abcd"}},
+    }
+    (directory / "results.json").write_text(json.dumps(results))
+    assert invoke("report", str(directory), "--quiet").exit_code == 0
+    page = (directory / "report.html").read_text()
+    assert "<dt>provenance.command</dt><dd>bindguard eval --out made --seed 3</dd>" in page
+    assert "<dt>provenance.data.fingerprints.image</dt><dd>0123abcd</dd>" in page
+    assert "provenance.versions" not in page  # versions are shown once, above

@@ -130,6 +130,11 @@ def _flattened(settings: dict, prefix: str = "") -> list[tuple[str, str]]:
     return lines
 
 
+def _shown_provenance(provenance: dict) -> dict:
+    """What to rerun and compare a run by: the command, the weights and data fingerprints (versions are shown above)."""
+    return {key: value for key, value in provenance.items() if key != "versions"}
+
+
 def _settings(results: dict) -> str:
     versions = results.get("versions") or {}
     fields = [
@@ -139,6 +144,7 @@ def _settings(results: dict) -> str:
         ("created", results.get("created")),
         ("versions", ", ".join(f"{name} {version}" for name, version in versions.items()) or "–"),
         *_flattened(results.get("settings") or {}),
+        *_flattened(_shown_provenance(results.get("provenance") or {}), prefix="provenance."),
     ]
     return "<dl>" + "".join(f"<dt>{_escape(name)}</dt><dd>{_escape(value)}</dd>" for name, value in fields) + "</dl>"
 

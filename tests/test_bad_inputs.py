@@ -856,7 +856,7 @@ def _text_checkpoint(place: Place) -> dict[str, Path]:
 CHECKPOINTS = {
     "another-architecture": (
         lambda place: {"checkpoint": place.shared.weights},  # TinyBind's trained parts
-        ("{checkpoint}", "missing keys"),
+        ("{checkpoint}", "missing"),
     ),
     "partial-state-dict": (_torch_file(lambda: {"modality_heads.vision.2.weight": torch.zeros(4, 4)}), ("missing",)),
     "needs-more-than-tensors": (

@@ -138,7 +138,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_in_one_line_naming_the_key(
     else:
         state[name] = torch.zeros(3, 3)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(DataError, match=change if change != "shape" else "another shape") as caught:
+    with pytest.raises(DataError, match=change if change != "shape" else "wrong shape") as caught:
         create_imagebind(checkpoint=tmp_path / "bad.pth", config="tiny")
     message = str(caught.value)
     assert name in message and "\n" not in message

@@ -3,7 +3,7 @@
 Some files bindguard must read are plain ``pickle.dump`` output (UniBind's class centres are a pickled
 ``{label: tensor(K, D)}``). ``torch.load(weights_only=True)`` cannot read them: pickle serialises a
 tensor as ``torch._utils._rebuild_tensor_v2(torch.storage._load_from_bytes(b), ...)``, and
-``_load_from_bytes`` itself calls ``torch.load(b, weights_only=False)``, so allow-listing it would let
+``_load_from_bytes`` itself unpickles its bytes with no restriction, so allow-listing it would let
 the embedded bytes run anything. Here every global a pickle asks for is looked up in a short table;
 ``_load_from_bytes`` maps to a wrapper that reads the embedded storage with ``weights_only=True``, and
 anything else is refused before it is called.

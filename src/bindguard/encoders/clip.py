@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from bindguard._optional import require
 from bindguard._types import Modality
-from bindguard._unpickle import UnpicklingError
 from bindguard.encoders.base import DEFAULT_LOGIT_SCALE, Encoder, fingerprint_tensors, non_finite_tensor
+from bindguard.encoders.checkpoints import read_state_dict
 from bindguard.errors import ConfigError, DataError, UnknownNameError
 from bindguard.modalities import InputSpec, image_spec
 
@@ -90,45 +88,11 @@ def read_state(folder: Path, *, kind: str) -> tuple[dict[str, torch.Tensor], str
     Read in this order: ``model.safetensors``, sharded safetensors (``model.safetensors.index.json``),
     ``pytorch_model.bin`` through ``torch.load(weights_only=True)`` (no code is unpickled).
     """
-    if (folder / SAFETENSORS).is_file():
-        return _read_safetensors(folder / SAFETENSORS), str(folder / SAFETENSORS)
-    if (folder / SHARD_INDEX).is_file():
-        return _read_shards(folder / SHARD_INDEX), str(folder / SHARD_INDEX)
-    if (folder / PICKLED).is_file():
-        return _read_pickled(folder / PICKLED), str(folder / PICKLED)
+    for name in (SAFETENSORS, SHARD_INDEX, PICKLED):  # a folder may hold several: this order decides
+        if (folder / name).is_file():
+            source = folder if name == SHARD_INDEX else folder / name  # the reader finds the shards beside it
+            return read_state_dict(source, strip_prefixes=()), str(folder / name)
     raise DataError(f"{kind} checkpoint {folder} has no {SAFETENSORS}, {SHARD_INDEX} or {PICKLED}")
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise DataError(f"{path} is corrupt or not safetensors ({error})") from None
-
-
-def _read_shards(index: Path) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise DataError(f"{index} is not a safetensors shard index ({error!r})") from None
-    state: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        if not isinstance(shard, str) or Path(shard).name != shard:
-            raise DataError(f"{index} names shard {shard!r}; shards must be files beside the index")
-        state |= _read_safetensors(index.parent / shard)
-    return state
-
-
-def _read_pickled(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path} is not a plain tensor state dict readable with weights_only=True ({first})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{path} holds {type(state).__name__}, not a state dict of tensors")
-    return state
 
 
 def fit_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from bindguard.encoders.base import non_finite_tensor
-from bindguard.encoders.checkpoints import read_state_dict
+from bindguard.encoders.checkpoints import check_keys, read_state_dict
 from bindguard.errors import DataError
 
 PUBLISHED_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
@@ -61,22 +61,7 @@ def check_fit(
     Raises:
         DataError: when ``found`` is not exactly the state ``expected`` describes.
     """
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    reshaped = sorted(name for name in set(expected) & set(found) if expected[name].shape != found[name].shape)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (first {missing[0]!r})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (first {unexpected[0]!r})")
-    if reshaped:
-        name = reshaped[0]
-        problems.append(
-            f"{len(reshaped)} tensors of another shape (first {name!r}: "
-            f"{tuple(found[name].shape)}, expected {tuple(expected[name].shape)})"
-        )
-    if problems:
-        raise DataError(f"{source} does not fit the model: {', '.join(problems)}; nothing was loaded")
+    check_keys(expected, found, source)
     constants = constants or {}
     for name, value in constants.items():
         if not torch.equal(found[name].to(value.dtype), value):

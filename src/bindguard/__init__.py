@@ -27,7 +27,7 @@ _LAZY = {
     "attack_samples": "bindguard.pipeline",
     "certify_samples": "bindguard.pipeline",
     "Results": "bindguard.evaluation.results",
-    "CalibrationRecipe": "bindguard.training.calibrate",
+    "CalibrationRecipe": "bindguard.training.recipe",
     "create_encoder": "bindguard.encoders",
     "list_encoders": "bindguard.encoders",
     "Encoder": "bindguard.encoders",
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
         evaluate_calibration,
         run_demo,
     )
-    from bindguard.training.calibrate import CalibrationRecipe
+    from bindguard.training.recipe import CalibrationRecipe
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from bindguard.errors import ConfigError, UnknownNameError
 
 PARTS = ("purifier", "lora", "finetune", "head", "residual-head")
 FORMAT = "bindguard-calibration/1"
-DEFAULT_OPTIONS = {"rank": 4, "hidden": 256, "width": 16, "noise": 0.0, "small": True}
+DEFAULT_OPTIONS = {"rank": 4, "hidden": 256, "width": 16, "noise": 0.0, "small": True, "spectral": False}
 SMALL_TENSOR = 20_000  # LoRA also updates tensors up to this size in full: biases, depthwise kernels
 
 
@@ -55,8 +55,9 @@ def check_options(options: object) -> dict:
             check_count(name, options[name], 1)
     if "noise" in options:
         check_number("noise", options["noise"], least=0.0)
-    if "small" in options and not isinstance(options["small"], bool):
-        raise ConfigError(f"calibration option 'small' must be true or false, got {options['small']!r}")
+    for name in ("small", "spectral"):
+        if name in options and not isinstance(options[name], bool):
+            raise ConfigError(f"calibration option {name!r} must be true or false, got {options[name]!r}")
     return options
 
 
@@ -143,6 +144,7 @@ class Calibration(nn.Module):
                 project=project,
                 width=int(options["width"]),
                 noise=float(options["noise"]),
+                spectral=bool(options["spectral"]),
             )
         self.override: nn.Module | None = None
         if "lora" in parts:

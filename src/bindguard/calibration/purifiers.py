@@ -66,6 +66,35 @@ class WaveformPurifier(nn.Module):
         return x + self.residual(x.unsqueeze(1)).squeeze(1)
 
 
+class SpectralGate(nn.Module):
+    """(B, S) learned spectral soft-threshold: STFT, shrink every magnitude by a per-frequency
+    threshold (zero below it), inverse STFT.
+
+    Magnitudes are in the units of a sinusoid's amplitude (the windowed DFT divided by half the
+    window's sum), so a threshold reads as an amplitude. A Linf perturbation of size eps has at
+    most 2 eps in any bin of any frame: a gate that learns thresholds near that removes whatever
+    an attacker adds to the quiet bins, where a log spectrogram is most sensitive, while strong
+    components pass shifted by at most 2 eps. Thresholds start at zero: the identity, up to the
+    float rounding of the STFT round trip. The kink at each threshold is differentiable almost
+    everywhere, so the gate is attacked end to end like the rest of the model (no BPDA needed).
+    """
+
+    def __init__(self, n_fft: int = 512, hop: int = 128):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.threshold = nn.Parameter(torch.zeros(n_fft // 2 + 1))
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.stft(
+            x, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
+        )  # (B, F, frames)
+        unit = self.window.sum() / 2  # a unit-amplitude sinusoid's peak magnitude
+        magnitude = (spectrum.real.square() + spectrum.imag.square() + 1e-20).sqrt() / unit
+        kept = torch.relu(magnitude - self.threshold.clamp_min(0)[:, None]) / magnitude
+        return torch.istft(spectrum * kept, self.n_fft, self.hop, window=self.window, center=True, length=x.shape[-1])
+
+
 class PointPurifier(nn.Module):
     """(B, N, 3) per-point displacement from the point and a max-pooled summary of the cloud."""
 
@@ -82,11 +111,13 @@ class PointPurifier(nn.Module):
         return points + self.displacement(torch.cat([local, summary], -1))
 
 
-def _create_denoiser(kind: str, shape: tuple[int, ...], width: int) -> nn.Module:
+def _create_denoiser(kind: str, shape: tuple[int, ...], width: int, spectral: bool = False) -> nn.Module:
     """The denoiser of ``kind`` for per-sample ``shape``, checked against the shape it needs."""
     if kind == "points" and len(shape) == 2 and shape[-1] == 3:
         return PointPurifier(width=max(width, 32))
     if kind == "waveform" and len(shape) == 1:
+        if spectral:  # the convolution first (it can only smooth), then the gate
+            return nn.Sequential(WaveformPurifier(width=width), SpectralGate(n_fft=min(512, _power_of_two(shape[0]))))
         return WaveformPurifier(width=width)
     if kind == "pixels" and len(shape) in (3, 4):  # (C, H, W) images, (T, C, H, W) videos
         return ImagePurifier(shape[-3], width=width)
@@ -94,6 +125,10 @@ def _create_denoiser(kind: str, shape: tuple[int, ...], width: int) -> nn.Module
     if kind not in needs:
         raise ConfigError(f"unknown purifier kind {kind!r}; allowed: {', '.join(PURIFIER_KINDS)}")
     raise ConfigError(f"a {kind!r} purifier needs inputs of shape {needs[kind]} per sample, got {shape}")
+
+
+def _power_of_two(samples: int) -> int:
+    return 1 << max(3, (samples // 4).bit_length() - 1)
 
 
 class Purifier(nn.Module):
@@ -108,6 +143,7 @@ class Purifier(nn.Module):
             clamp into [low, high].
         width: channels of the denoiser.
         noise: Gaussian noise std relative to the domain's range (0: deterministic).
+        spectral: waveforms only: add a learned spectral gate (``SpectralGate``) after the convolution.
 
     Raises:
         ConfigError: for an unknown kind, or a shape the kind's denoiser cannot take.
@@ -122,12 +158,15 @@ class Purifier(nn.Module):
         project: Callable[[torch.Tensor], torch.Tensor] | None = None,
         width: int = 16,
         noise: float = 0.0,
+        spectral: bool = False,
     ):
         super().__init__()
+        if spectral and kind != "waveform":
+            raise ConfigError(f"the spectral gate is for waveforms; the {kind!r} purifier has none (drop 'spectral')")
         self.kind, self.noise = kind, float(noise)
         self.low, self.high = float(domain[0]), float(domain[1])
         self.project = project if project is not None else self._clamp
-        self.denoiser = _create_denoiser(kind, tuple(shape), width)
+        self.denoiser = _create_denoiser(kind, tuple(shape), width, spectral)
 
     @property
     def randomized(self) -> bool:

@@ -16,33 +16,50 @@ DEFAULT_METHOD = "purifier+lora"
 DEFAULT_OBJECTIVE = "ce"
 
 
+def _list_and_exit(value: bool) -> None:
+    if value:
+        show_recipes()
+        raise typer.Exit()
+
+
 @user_errors
 def calibrate_command(
     out: Annotated[Path, typer.Option(help="Calibration folder: config.json, model.safetensors, results.json.")],
     model: Annotated[str, typer.Option(help="Encoder name (bindguard models list).")] = "tinybind",
     data: Annotated[str, typer.Option(help="Data set name (bindguard data list) with a train split.")] = "builtin",
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities, or 'all'.")] = "all",
+    recipe: Annotated[
+        str, typer.Option(help="A shipped recipe (--list-recipes) or a recipe JSON file; the flags below change it.")
+    ] = "standard",
+    list_recipes: Annotated[
+        bool,
+        typer.Option(
+            "--list-recipes", help="List the shipped recipes and exit.", is_eager=True, callback=_list_and_exit
+        ),
+    ] = False,
     method: Annotated[
-        str, typer.Option(help="purifier, lora, head, residual-head, finetune, or parts joined by '+'.")
-    ] = DEFAULT_METHOD,
+        str | None, typer.Option(help="purifier, lora, head, residual-head, finetune, or parts joined by '+'.")
+    ] = None,
     objective: Annotated[
-        str, typer.Option(help="ce, l2, infonce, or clean (no adversarial examples).")
-    ] = DEFAULT_OBJECTIVE,
+        str | None, typer.Option(help="ce, l2, infonce, stable, distill, or clean (no adversarial examples).")
+    ] = None,
     mode: Annotated[
-        str, typer.Option(help="adaptive (attack the model being trained) or static (the frozen one).")
-    ] = "adaptive",
-    reg: Annotated[float, typer.Option(help="Weight of the modality-consistency regulariser (>= 0).")] = 1.0,
-    eps: Annotated[str, typer.Option(help="Training and evaluation budget, relative to the domain's range.")] = "4/255",
-    norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 4,
-    attack_steps: Annotated[int, typer.Option(min=1, help="PGD steps per training example.")] = 2,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate (> 0).")] = 2e-3,
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 4,
-    width: Annotated[int, typer.Option(min=1, help="Purifier channels.")] = 16,
+        str | None, typer.Option(help="adaptive (attack the model being trained) or static (the frozen one).")
+    ] = None,
+    reg: Annotated[float | None, typer.Option(help="Weight of the modality-consistency regulariser (>= 0).")] = None,
+    eps: Annotated[
+        str | None, typer.Option(help="Training and evaluation budget, relative to the domain's range.")
+    ] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the training split.")] = None,
+    attack_steps: Annotated[int | None, typer.Option(min=1, help="PGD steps per training example.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2)] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate (> 0).")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="LoRA rank.")] = None,
+    width: Annotated[int | None, typer.Option(min=1, help="Purifier channels.")] = None,
     noise: Annotated[
-        float, typer.Option(help="Purifier smoothing noise std (relative, >= 0); > 0 is randomized.")
-    ] = 0.0,
+        float | None, typer.Option(help="Purifier smoothing noise std (relative, >= 0); > 0 is randomized.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=2, help="Train on at most this many samples per modality.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Measure before and after (clean, transfer, adaptive).")] = True,
     n: Annotated[int, typer.Option(min=1, help="Evaluation samples per modality (test split).")] = 100,
@@ -59,27 +76,32 @@ def calibrate_command(
     OUT/config.json + OUT/model.safetensors, and report clean, transfer and adaptive robust accuracy
     before and after. Use the result with --calibration OUT on any command. Rerunning an interrupted
     command resumes it."""
-    from bindguard.pipeline import CalibrationRecipe, calibrate, evaluate_calibration
+    from bindguard.pipeline import calibrate, evaluate_calibration
+    from bindguard.training.recipe import load_recipe
 
-    recipe = CalibrationRecipe(
-        method=method,
-        objective=objective,
-        mode=mode,
-        norm=norm,
-        eps=eps,
-        attack_steps=attack_steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        reg=reg,
-        options={"rank": rank, "width": width, "noise": noise},
-        seed=seed,
-    )
+    chosen = load_recipe(recipe)
+    given = {
+        "method": method,
+        "objective": objective,
+        "mode": mode,
+        "norm": norm,
+        "eps": eps,
+        "attack_steps": attack_steps,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "reg": reg,
+    }
+    sizes = {"rank": rank, "width": width, "noise": noise}
+    settings = {name: value for name, value in given.items() if value is not None} | {"seed": seed}
+    if any(value is not None for value in sizes.values()):
+        settings["options"] = chosen.options | {name: value for name, value in sizes.items() if value is not None}
+    chosen = chosen.with_settings(**settings)
     with progress_bars(quiet=quiet) as progress:
         calibrated = calibrate(
             model,
             data,
-            recipe=recipe,
+            recipe=chosen,
             modalities=modalities,
             limit=limit,
             out=out,
@@ -107,6 +129,25 @@ def calibrate_command(
         for table in terminal_tables(results.to_dict(), only=("calibration",)):
             output.print(table)
     console.print(f"calibration: {out} (use it with --calibration {out}); results: {out / 'results.json'}")
+
+
+def show_recipes() -> None:
+    """A table of the shipped recipes: name, phases, parts and objectives, file."""
+    from rich.table import Table
+
+    from bindguard.training.recipe import describe_recipe, read_recipe_file, shipped_recipes
+
+    table = Table(title="calibration recipes (bindguard calibrate --recipe NAME, or a JSON file of the same form)")
+    for column in ("recipe", "phases", "method", "objectives", "epochs", "file"):
+        table.add_column(column)
+    for name, path in sorted(shipped_recipes().items()):
+        recipe = read_recipe_file(path)
+        phases = ", ".join(f"{p.name} ({p.objective}, {p.eps}, {p.attack_steps} steps)" for p in recipe.schedule())
+        overrides = "; ".join(f"{m}: {', '.join(sorted(o))}" for m, o in recipe.modalities.items())
+        method = recipe.method + (f" (per modality: {overrides})" if overrides else "")
+        table.add_row(name, phases, method, recipe.objectives, str(recipe.total_epochs), str(path))
+        table.add_row("", describe_recipe(path), "", "", "", "", style="dim")
+    output.print(table)
 
 
 @user_errors

@@ -8,6 +8,7 @@ semantic centers stay the base encoder's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -179,7 +180,8 @@ class CalibratedEncoder(Encoder):
         calibrations = {}
         for modality, config in configs.items():
             try:
-                check_objective(config.objective)
+                for objective in config.objective.split(">"):  # a recipe's phases in order, e.g. distill>ce
+                    check_objective(objective)
             except BindguardError as error:
                 raise DataError(
                     f"calibration {directory}: modalities.{modality}: {error}; fix: calibrate again"
@@ -229,6 +231,30 @@ def _prefixed(override: nn.Module, originals: dict[str, torch.Tensor]) -> dict[s
     return {f"base.{name}": value for name, value in override.overrides(plain).items()}
 
 
+SHIPPED = "shipped"
+
+
+def shipped_calibration(base: Encoder) -> Path:
+    """The calibration that ships with bindguard for ``base`` (``calibration="shipped"``).
+
+    Raises:
+        DataError: when none ships for this encoder.
+    """
+    folder = Path(str(resources.files("bindguard.encoders") / "weights" / f"{base.name}-calibration"))
+    if not (folder / "config.json").is_file():
+        raise DataError(
+            f"no calibration ships for {base.name}; fix: train one with bindguard calibrate --model {base.name} "
+            "--out CAL and pass --calibration CAL"
+        )
+    return folder
+
+
 def calibrate_encoder(base: Encoder, directory: str | Path) -> CalibratedEncoder:
-    """``create_encoder(name, calibration=DIR)``: the base encoder with a saved calibration applied."""
+    """``create_encoder(name, calibration=DIR)``: the base encoder with a saved calibration applied.
+
+    ``"shipped"`` names the calibration that ships in the package for ``base`` (TinyBind's, trained
+    with ``bindguard calibrate --recipe shipped``); a folder of that name is ``./shipped``.
+    """
+    if str(directory) == SHIPPED:
+        directory = shipped_calibration(base)
     return CalibratedEncoder.from_pretrained(base, Path(directory))

@@ -7,6 +7,9 @@ encoder, clean input), c_k the frozen semantic centers, s a logit scale, x' the 
     l2        L = ||z(x') - f(x)||^2                                    clean-to-adversarial alignment (FARE)
     infonce   L = -log softmax_j(<z(x'_i), f(x_j)> / tau)_i            clean-adversarial InfoNCE over the batch
     clean     L = -log softmax_k(s <z(x), c_k>)_y                      no adversarial examples (baseline)
+    distill   L = ||z(x + u) - f(x)||^2, u uniform in the eps-ball       feature distillation toward the
+                                                                        frozen clean embedding (no attack)
+    stable    L = -log softmax_k(s <z(x'), c_k>)_y + ||z(x') - f(x)||^2 CE and alignment together
 
 and the modality-consistency regulariser, on clean inputs, added with weight ``reg``:
 
@@ -63,8 +66,16 @@ def consistency(batch: CalibrationBatch, scale: float) -> torch.Tensor:
     return fixed_center_ce(batch.clean, batch, scale) + alignment_l2(batch.clean, batch)
 
 
-# objective -> (uses adversarial examples, what the inner attack maximises)
-OBJECTIVES = {"ce": (True, "ce"), "l2": (True, "embed"), "infonce": (True, "embed"), "clean": (False, None)}
+# objective -> (the second input of each training pair, what the inner attack maximises):
+# "attack" is an adversarial example, "noise" a uniform random point of the eps-ball, None none
+OBJECTIVES = {
+    "ce": ("attack", "ce"),
+    "l2": ("attack", "embed"),
+    "infonce": ("attack", "embed"),
+    "stable": ("attack", "ce"),
+    "distill": ("noise", None),
+    "clean": (None, None),
+}
 
 
 def check_objective(name: str) -> str:
@@ -88,8 +99,10 @@ def calibration_loss(
         main = fixed_center_ce(batch.clean, batch, scale)
     elif name == "ce":
         main = fixed_center_ce(batch.adversarial, batch, scale)
-    elif name == "l2":
+    elif name == "l2" or name == "distill":
         main = alignment_l2(batch.adversarial, batch)
+    elif name == "stable":
+        main = fixed_center_ce(batch.adversarial, batch, scale) + alignment_l2(batch.adversarial, batch)
     elif name == "infonce":
         main = clean_adversarial_infonce(batch.adversarial, batch, temperature)
     else:

@@ -6,7 +6,7 @@ from bindguard.pipeline.certify_job import certify_samples
 from bindguard.pipeline.demo import DemoOutcome, DemoPlan, run_demo
 from bindguard.pipeline.evaluate_job import evaluate
 from bindguard.pipeline.setup import resolve_device
-from bindguard.training.calibrate import CalibrationRecipe
+from bindguard.training.recipe import CalibrationRecipe
 
 __all__ = [
     "AttackedSamples",

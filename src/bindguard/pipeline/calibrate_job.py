@@ -31,7 +31,8 @@ from bindguard.pipeline.setup import (
     parse_threats,
     robust_settings,
 )
-from bindguard.training.calibrate import CalibrationRecipe, calibrate_modalities
+from bindguard.training.calibrate import calibrate_modalities
+from bindguard.training.recipe import CalibrationRecipe, load_recipe
 
 Progress = Callable[[str, int, int], None]
 
@@ -40,7 +41,7 @@ def calibrate(
     encoder: Encoder | str = "tinybind",
     data: Benchmark | str = "builtin",
     *,
-    recipe: CalibrationRecipe | None = None,
+    recipe: CalibrationRecipe | str | Path = "standard",
     modalities: str | Sequence[str] = "all",
     limit: int | None = None,
     out: str | Path | None = None,
@@ -64,24 +65,24 @@ def calibrate(
     Args:
         encoder: a registered name or an ``Encoder``; it is not modified.
         data: a data set with a train split, or a ``Benchmark`` to train on.
-        recipe: method, objective, mode, threat and schedule; default ``CalibrationRecipe()``.
+        recipe: a ``CalibrationRecipe``, the name of a shipped one (``standard``, ``calmars``: see
+            ``bindguard.training.recipe.shipped_recipes``) or a recipe file's path.
         modalities: ``"all"`` or names.
         limit: train on at most this many samples per modality.
         out: folder for the calibration and its resumable checkpoints (None: a temporary one).
         weights: trained parts for an encoder built by name.
         device: where to train; default CUDA when available, else the CPU.
         progress: optional ``callback(stage, done, total)``.
-        recipe_options: ``CalibrationRecipe`` fields, as a shorthand for ``recipe=CalibrationRecipe(...)``.
+        recipe_options: ``CalibrationRecipe`` fields that replace the recipe's (e.g. ``epochs=2``).
 
     Returns:
         The calibrated encoder (an ``Encoder``), restricted to the modalities calibrated here.
     """
-    if recipe is not None and recipe_options:
-        raise ConfigError("give either recipe=CalibrationRecipe(...) or its fields as keywords, not both")
-    try:
-        recipe = recipe or CalibrationRecipe(**recipe_options)
-    except TypeError as error:
-        raise ConfigError(f"unknown calibration option ({error}); see CalibrationRecipe's fields") from error
+    if not isinstance(recipe, CalibrationRecipe):
+        if not isinstance(recipe, str | Path):
+            raise ConfigError(f"recipe must be a CalibrationRecipe, a recipe name or a file, got {recipe!r}")
+        recipe = load_recipe(recipe)
+    recipe = recipe.with_settings(**recipe_options) if recipe_options else recipe
     recipe.check()
     out = check_out(out)
     check_data_name(data)

@@ -20,7 +20,7 @@ from bindguard.evaluation.results import Results
 from bindguard.pipeline.calibrate_job import calibrate, evaluate_calibration
 from bindguard.pipeline.evaluate_job import evaluate
 from bindguard.pipeline.setup import check_out
-from bindguard.training.calibrate import CalibrationRecipe
+from bindguard.training.recipe import CalibrationRecipe
 
 Progress = Callable[[str, int, int], None]
 

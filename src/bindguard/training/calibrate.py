@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,13 +26,10 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from bindguard._checks import check_count, check_number, check_seed
 from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
-from bindguard.attacks import ThreatModel
 from bindguard.attacks.pgd import PGD
 from bindguard.calibration import Calibration, CalibrationConfig, parse_method, read_calibrations, write_calibrations
-from bindguard.calibration.module import check_options
 from bindguard.data import Benchmark
 from bindguard.data.rows import Rows, fingerprint_rows
 from bindguard.encoders import Encoder
@@ -41,76 +38,12 @@ from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
 from bindguard.encoders.centers import benchmark_centers
 from bindguard.errors import ConfigError, DataError, DivergedError
 from bindguard.objectives import EmbeddingDistortion, ObjectiveContext, ZeroShotCE
-from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss, check_objective
+from bindguard.objectives.calibration import OBJECTIVES, CalibrationBatch, calibration_loss
+from bindguard.training.recipe import CalibrationRecipe, Phase
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-MODES = ("adaptive", "static")
 CHECKPOINT_FORMAT = "bindguard-calibration-checkpoint/1"
-
-
-@dataclass(frozen=True)
-class CalibrationRecipe:
-    """How to calibrate; recorded in the calibration's ``config.json``.
-
-    Attributes:
-        method: parts joined by "+" (``bindguard.calibration.PARTS``).
-        objective: ``ce``, ``l2``, ``infonce`` or ``clean`` (see ``objectives/calibration.py``).
-        mode: ``adaptive`` (attack the current calibrated model) or ``static`` (the frozen one).
-        norm, eps: the training threat model (eps relative to the domain's range).
-        attack_steps: PGD steps per adversarial example; step size 2.5 eps / steps.
-        epochs, batch_size, learning_rate, weight_decay: AdamW with a cosine decay.
-        reg: weight of the modality-consistency regulariser.
-        logit_scale: of the CE losses; None uses the encoder's own (``Encoder.logit_scale``).
-        temperature: of the InfoNCE loss.
-        options: method sizes (``rank``, ``hidden``, ``width``, ``noise``).
-        seed: seeds the data order, the attacks and the initialisation.
-    """
-
-    method: str = "purifier+lora"
-    objective: str = "ce"
-    mode: str = "adaptive"
-    norm: str = "linf"
-    eps: str = "4/255"
-    attack_steps: int = 2
-    epochs: int = 4
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    reg: float = 1.0
-    logit_scale: float | None = None
-    temperature: float = 0.1
-    options: dict = field(default_factory=dict)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.check()  # a recipe that exists is a valid one
-
-    def check(self) -> None:
-        """Every field's type and range; non-finite numbers are refused (they would train NaN calibrations)."""
-        for name in ("method", "objective", "mode", "norm", "eps"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"--{name} must be text, got {getattr(self, name)!r}")
-        parse_method(self.method)
-        check_objective(self.objective)
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown calibration mode {self.mode!r}; allowed: {', '.join(MODES)}")
-        check_count("epochs", self.epochs, 1)
-        check_count("attack_steps", self.attack_steps, 1)
-        check_count("batch_size", self.batch_size, 2)
-        check_number("learning_rate", self.learning_rate, inclusive=False)
-        check_number("weight_decay", self.weight_decay)
-        check_number("reg", self.reg)
-        check_number("temperature", self.temperature, inclusive=False)
-        if self.logit_scale is not None:
-            check_number("logit_scale", self.logit_scale, inclusive=False)
-        check_options(self.options)
-        check_seed(self.seed)
-        ThreatModel.parse(self.norm, self.eps)
-
-    @property
-    def threat(self) -> ThreatModel:
-        return ThreatModel.parse(self.norm, self.eps)
 
 
 @dataclass
@@ -124,17 +57,24 @@ def _scale(recipe: CalibrationRecipe, encoder: Encoder, modality: Modality) -> f
     return recipe.logit_scale if recipe.logit_scale is not None else encoder.logit_scale(modality)
 
 
-def _attack(recipe: CalibrationRecipe, step: int) -> PGD:
-    inner = ZeroShotCE() if OBJECTIVES[recipe.objective][1] == "ce" else EmbeddingDistortion()
-    steps = recipe.attack_steps
+def _attack(phase: Phase, seed: int, step: int) -> PGD:
+    inner = ZeroShotCE() if OBJECTIVES[phase.objective][1] == "ce" else EmbeddingDistortion()
+    steps = phase.attack_steps
     return PGD(
-        recipe.threat,
+        phase.threat,
         objective=inner,
         steps=steps,
-        step_size=2.5 * recipe.threat.eps / steps,
+        step_size=2.5 * phase.threat.eps / steps,
         early_stop=False,  # training wants the strongest example in the ball, not the first success
-        seed=recipe.seed * 1_000_003 + step,
+        seed=seed * 1_000_003 + step,
     )
+
+
+def _noisy(encoder: Encoder, modality: Modality, phase: Phase, x: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """A uniform random point of the phase's ball around each input, inside the domain (``distill``)."""
+    spec = encoder.input_spec(modality)
+    generator = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + step)
+    return x + phase.threat.random_delta(x, spec, generator)
 
 
 @torch.no_grad()
@@ -157,22 +97,33 @@ def _static_examples(
     centers: torch.Tensor,
     frozen: torch.Tensor,
     recipe: CalibrationRecipe,
+    phase: Phase,
     report: Progress,
 ) -> torch.Tensor:
     adversarial = []
     batches = math.ceil(len(x) / recipe.batch_size)
     for number in range(batches):
-        report(f"{modality.value} static examples", number, batches)
+        report(f"{modality.value} {phase.name} static examples", number, batches)
         index = torch.arange(number * recipe.batch_size, min((number + 1) * recipe.batch_size, len(x)))
         context = ObjectiveContext(
             labels=labels[index], centers=centers, clean=frozen[index], logit_scale=_scale(recipe, base, modality)
         )
-        adversarial.append(_attack(recipe, number).run(base, modality, x[index], context).adversarial)
+        adversarial.append(_attack(phase, recipe.seed, number).run(base, modality, x[index], context).adversarial)
     return torch.cat(adversarial)
 
 
-def _learning_rate(recipe: CalibrationRecipe, step: int, total: int) -> float:
-    return recipe.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total))
+def _learning_rate(phase: Phase, step: int, total: int) -> float:
+    """Cosine decay from the phase's learning rate over the phase's steps."""
+    return phase.learning_rate * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def _train_only(calibration: Calibration, parts: tuple[str, ...]) -> None:
+    """Let gradients reach the parts a phase trains; the others keep their values (AdamW skips them)."""
+    modules = {"purifier": calibration.purifier, "lora": calibration.override, "finetune": calibration.override}
+    modules |= {"head": calibration.head, "residual-head": calibration.head}
+    for module in modules.values():
+        if module is not None:
+            module.requires_grad_(any(modules[name] is module for name in parts))
 
 
 def _save_checkpoint(
@@ -198,7 +149,7 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(
-    path: Path, calibration: Calibration, optimizer: torch.optim.Optimizer, recipe: dict
+    path: Path, calibration: Calibration, optimizer: torch.optim.Optimizer, recipe: dict, total_epochs: int
 ) -> tuple[int, list[float]]:
     """Restore a checkpoint; returns (epochs done, losses so far).
 
@@ -228,7 +179,7 @@ def _load_checkpoint(
             f"the checkpoint {path} was made with another recipe or other data (changed: {', '.join(changed)}); "
             "fix: rerun with the same options and data, delete the checkpoint, or choose another --out folder"
         )
-    if not isinstance(losses, list) or not 0 <= epoch <= saved_recipe.get("epochs", 0):
+    if not isinstance(losses, list) or not 0 <= epoch <= total_epochs:
         raise DataError(f"calibration checkpoint {path} records an impossible epoch {epoch}; {fix}")
     broken = non_finite_tensor(tensors)
     if broken is not None:
@@ -250,7 +201,7 @@ def _load_checkpoint(
 
 def _diverged(
     modality: Modality,
-    recipe: CalibrationRecipe,
+    phase: Phase,
     epoch: int,
     step: int,
     loss: float,
@@ -266,8 +217,9 @@ def _diverged(
         else "nothing of it was saved"
     )
     raise DivergedError(
-        f"calibration of {modality.value} went non-finite at epoch {epoch + 1}, step {step + 1} ({what}); {kept}; "
-        f"fix: lower --learning-rate (now {recipe.learning_rate:g}) or --reg (now {recipe.reg:g})"
+        f"calibration of {modality.value} went non-finite in phase {phase.name!r} at epoch {epoch + 1}, "
+        f"step {step + 1} ({what}); {kept}; "
+        f"fix: lower --learning-rate (now {phase.learning_rate:g}) or --reg (now {phase.reg:g})"
     )
 
 
@@ -298,7 +250,8 @@ def calibrate_modality(
     Returns:
         The trained calibration (eval mode, frozen), its wall time and per-epoch mean losses.
     """
-    recipe.check()
+    recipe = recipe.for_modality(modality)  # the recipe's overrides for this modality, if any
+    phases = recipe.schedule()
     report = progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     scale = _scale(recipe, base, modality)
@@ -311,7 +264,7 @@ def calibrate_modality(
     config = CalibrationConfig(
         modality=modality.value,
         method="+".join(parse_method(recipe.method)),
-        objective=recipe.objective,
+        objective=recipe.objectives,
         threat={"norm": recipe.threat.norm, "eps": recipe.threat.eps},
         options=dict(recipe.options),
         recipe=recipe_record,
@@ -320,74 +273,28 @@ def calibrate_modality(
     calibration.requires_grad_(True)
     calibration.train()
     model = CalibratedEncoder(base, {modality: calibration})
-    optimizer = torch.optim.AdamW(calibration.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.AdamW(
+        calibration.parameters(), lr=phases[0].learning_rate, weight_decay=recipe.weight_decay
+    )
     raw_clean = _raw_embed(base, modality, x)
     frozen = F.normalize(raw_clean, dim=-1)  # f(x), the frozen clean embeddings
-    uses_attack = OBJECTIVES[recipe.objective][0]
     head_only = calibration.purifier is None and calibration.override is None
     epochs_done, losses = 0, []
     if checkpoint is not None and checkpoint.is_file():
-        epochs_done, losses = _load_checkpoint(checkpoint, calibration, optimizer, recipe_record)
-
-    cached = None
-    if epochs_done < recipe.epochs and uses_attack and recipe.mode == "static":
-        cached = _static_examples(base, modality, x, labels, centers, frozen, recipe, report)
-    features = None
-    if epochs_done < recipe.epochs and head_only and (cached is not None or not uses_attack):
-        # the head is the only trainable part and its inputs never change: embed them once
-        with torch.no_grad():
-            features = (_raw_embed(base, modality, cached) if cached is not None else None, raw_clean)
+        epochs_done, losses = _load_checkpoint(checkpoint, calibration, optimizer, recipe_record, recipe.total_epochs)
 
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    for epoch in range(epochs_done, recipe.epochs):
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
-        epoch_loss = 0.0
-        for step in range(steps_per_epoch):
-            global_step = epoch * steps_per_epoch + step
-            report(f"{modality.value} calibrate", global_step, total)
-            index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            batch_x, batch_labels, batch_frozen = x[index].to(device), labels[index].to(device), frozen[index]
-            if features is not None:
-                adversarial_raw, clean_raw = features
-                pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
-                embedded = F.normalize(calibration.head(torch.cat(pieces)), dim=-1)
-            else:
-                inputs = [batch_x]
-                if uses_attack and cached is not None:
-                    inputs.append(cached[index].to(device))
-                elif uses_attack:
-                    context = ObjectiveContext(
-                        labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=scale
-                    )
-                    calibration.requires_grad_(False)  # the attack needs input gradients only
-                    inputs.append(_attack(recipe, global_step).run(model, modality, batch_x, context).adversarial)
-                    calibration.requires_grad_(True)
-                embedded = model.encode_modality(modality, torch.cat(inputs), validate=False)
-            clean, adversarial = embedded[: len(index)], (embedded[len(index) :] if uses_attack else None)
-            loss = calibration_loss(
-                recipe.objective,
-                CalibrationBatch(adversarial, clean, batch_frozen, centers, batch_labels),
-                reg=recipe.reg,
-                scale=scale,
-                temperature=recipe.temperature,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(recipe, global_step, total)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                _diverged(modality, recipe, epoch, step, value, checkpoint)
-            epoch_loss += value * len(index)
-        broken = non_finite_tensor(dict(calibration.named_parameters()))
-        if broken is not None:  # checked before the checkpoint: a saved checkpoint is always a good one
-            _diverged(modality, recipe, epoch, steps_per_epoch - 1, float("nan"), checkpoint, tensor=broken)
-        losses.append(epoch_loss / len(x))
-        logger.info("%s %s epoch %d/%d: loss %.4f", modality.value, config.method, epoch + 1, recipe.epochs, losses[-1])
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
+    total = recipe.total_epochs * steps_per_epoch
+    first_epoch = 0  # of the phase, counted over the whole recipe
+    for phase in phases:
+        phase_epochs = range(max(first_epoch, epochs_done), first_epoch + phase.epochs)
+        if phase_epochs:
+            _train_phase(
+                model, modality, phase, phase_epochs, first_epoch, x, labels, frozen, raw_clean, centers, recipe,
+                optimizer=optimizer, scale=scale, steps_per_epoch=steps_per_epoch, total=total, head_only=head_only,
+                losses=losses, checkpoint=checkpoint, recipe_record=recipe_record, report=report,
+            )  # fmt: skip
+        first_epoch += phase.epochs
     report(f"{modality.value} calibrate", total, total)
     calibration.requires_grad_(False)
     calibration.eval()
@@ -404,6 +311,101 @@ def calibrate_modality(
         )
     )
     return CalibrationOutcome(calibration, seconds, losses)
+
+
+def _train_phase(
+    model: CalibratedEncoder,
+    modality: Modality,
+    phase: Phase,
+    epochs: range,
+    first_epoch: int,
+    x: Rows,
+    labels: torch.Tensor,
+    frozen: torch.Tensor,
+    raw_clean: torch.Tensor,
+    centers: torch.Tensor,
+    recipe: CalibrationRecipe,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scale: float,
+    steps_per_epoch: int,
+    total: int,
+    head_only: bool,
+    losses: list[float],
+    checkpoint: Path | None,
+    recipe_record: dict,
+    report: Progress,
+) -> None:
+    """Train ``epochs`` (numbered over the whole recipe) of one phase, a checkpoint after each."""
+    base, calibration = model.base, model.calibrations[modality.value]
+    device = base.device
+    examples = OBJECTIVES[phase.objective][0]  # "attack", "noise" or None
+    _train_only(calibration, phase.train)
+    cached = None
+    if examples == "attack" and phase.mode == "static":
+        cached = _static_examples(base, modality, x, labels, centers, frozen, recipe, phase, report)
+    features = None
+    if head_only and (cached is not None or examples is None):
+        # the head is the only trainable part and its inputs never change: embed them once
+        with torch.no_grad():
+            features = (_raw_embed(base, modality, cached) if cached is not None else None, raw_clean)
+    phase_steps = phase.epochs * steps_per_epoch
+    for epoch in epochs:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
+        epoch_loss = 0.0
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            report(f"{modality.value} calibrate", global_step, total)  # one bar over every phase
+            index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            batch_x, batch_labels, batch_frozen = x[index].to(device), labels[index].to(device), frozen[index]
+            if features is not None:
+                adversarial_raw, clean_raw = features
+                pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
+                embedded = F.normalize(calibration.head(torch.cat(pieces)), dim=-1)
+            else:
+                inputs = [batch_x]
+                if cached is not None:
+                    inputs.append(cached[index].to(device))
+                elif examples == "noise":
+                    inputs.append(_noisy(base, modality, phase, batch_x, recipe.seed, global_step))
+                elif examples == "attack":
+                    context = ObjectiveContext(
+                        labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=scale
+                    )
+                    calibration.requires_grad_(False)  # the attack needs input gradients only
+                    inputs.append(
+                        _attack(phase, recipe.seed, global_step).run(model, modality, batch_x, context).adversarial
+                    )
+                    _train_only(calibration, phase.train)
+                embedded = model.encode_modality(modality, torch.cat(inputs), validate=False)
+            clean = embedded[: len(index)]
+            adversarial = embedded[len(index) :] if examples is not None else None
+            loss = calibration_loss(
+                phase.objective,
+                CalibrationBatch(adversarial, clean, batch_frozen, centers, batch_labels),
+                reg=phase.reg,
+                scale=scale,
+                temperature=recipe.temperature,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(phase, global_step - first_epoch * steps_per_epoch, phase_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _diverged(modality, phase, epoch, step, value, checkpoint)
+            epoch_loss += value * len(index)
+        broken = non_finite_tensor(dict(calibration.named_parameters()))
+        if broken is not None:  # checked before the checkpoint: a saved checkpoint is always a good one
+            _diverged(modality, phase, epoch, steps_per_epoch - 1, float("nan"), checkpoint, tensor=broken)
+        losses.append(epoch_loss / len(x))
+        logger.info(
+            "%s %s %s epoch %d/%d: loss %.4f",
+            modality.value, calibration.config.method, phase.name, epoch + 1, recipe.total_epochs, losses[-1],
+        )  # fmt: skip
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
 
 
 def calibrate_modalities(
@@ -458,7 +460,11 @@ def _calibrate_into(
         centers = benchmark_centers(base, train, modality)
         previous = done.get(modality.value)
         fingerprint = fingerprint_rows(data.inputs, data.labels)
-        wanted = asdict(recipe) | {"modality": modality.value, "n": len(data), "data": fingerprint}
+        wanted = asdict(recipe.for_modality(modality)) | {
+            "modality": modality.value,
+            "n": len(data),
+            "data": fingerprint,
+        }
         checkpoint = out / "checkpoints" / f"{modality.value}.safetensors"
         if previous is not None and {k: previous.recipe.get(k) for k in wanted} == wanted:
             checkpoint.unlink(missing_ok=True)  # saved, then interrupted before its checkpoint was removed

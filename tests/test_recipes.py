@@ -1,0 +1,169 @@
+"""Calibration recipes: shipped data files, phases that train what they name, resume across phases,
+per-modality overrides, the distill and stable objectives, and the spectral gate."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bindguard._types import Modality
+from bindguard.calibration.purifiers import Purifier, SpectralGate
+from bindguard.cli.main import app
+from bindguard.encoders.centers import semantic_centers
+from bindguard.errors import ConfigError, DataError, UnknownNameError
+from bindguard.objectives.calibration import CalibrationBatch, calibration_loss
+from bindguard.training.calibrate import calibrate_modality
+from bindguard.training.recipe import CalibrationRecipe, load_recipe, read_recipe_file, shipped_recipes
+
+TWO_PHASES = dict(
+    method="purifier+lora",
+    batch_size=16,
+    eps="8/255",
+    phases=[
+        {"name": "warm", "objective": "distill", "epochs": 1, "train": ["purifier"]},
+        {"name": "adversarial", "objective": "ce", "epochs": 2, "attack_steps": 1, "learning_rate": 1e-3},
+    ],
+)
+
+
+def _train(tinybind, test_benchmark, recipe: CalibrationRecipe, modality: Modality = Modality.POINT, **kwargs):
+    data = test_benchmark.data[modality]
+    centers = semantic_centers(tinybind, test_benchmark.class_names, test_benchmark.templates[modality])
+    return calibrate_modality(tinybind, modality, data.inputs[:48], data.labels[:48], centers, recipe, **kwargs)
+
+
+def test_every_shipped_recipe_loads_and_standard_is_the_default() -> None:
+    shipped = shipped_recipes()
+    assert {"standard", "calmars"} <= set(shipped)
+    for name, path in shipped.items():
+        recipe = load_recipe(name)
+        assert recipe.name == name and recipe == read_recipe_file(path)
+        for modality in Modality:
+            if modality.value in recipe.modalities or not recipe.modalities:
+                assert recipe.for_modality(modality).schedule()  # every phase resolves and checks
+    assert load_recipe("standard") == CalibrationRecipe(name="standard")
+
+
+def test_calmars_is_clean_distillation_then_growing_adversarial_phases() -> None:
+    phases = load_recipe("calmars").schedule()
+    assert phases[0].objective == "distill"
+    adversarial = phases[1:]
+    assert all(phase.objective in ("ce", "stable", "l2") for phase in adversarial)
+    budgets = [phase.threat.eps for phase in adversarial]
+    steps = [phase.attack_steps for phase in adversarial]
+    assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+
+
+def test_list_recipes_prints_every_shipped_recipe() -> None:
+    result = CliRunner().invoke(app, ["calibrate", "--list-recipes"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for name in shipped_recipes():
+        assert name in result.output
+
+
+def test_unknown_recipe_and_bad_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'calmars'"):
+        load_recipe("calmar")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"phases": [{"objective": "ce", "epoch": 2}]}))
+    with pytest.raises(ConfigError, match="phase 1 of recipe 'bad' sets 'epoch'"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"phases": [{"train": ["head"]}]}))
+    with pytest.raises(ConfigError, match="trains"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"modalities": {"point": {"epochz": 3}}}))
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"phases": [{"eps": "nan"}]}))
+    with pytest.raises(ConfigError):
+        load_recipe(bad)
+
+
+def test_a_flag_that_every_phase_overrides_is_refused() -> None:
+    recipe = CalibrationRecipe(**TWO_PHASES)
+    with pytest.raises(ConfigError, match="sets epochs in each of its phases"):
+        recipe.with_settings(epochs=3)
+    assert recipe.with_settings(attack_steps=3).schedule()[0].attack_steps == 3  # the warm phase inherits it
+    assert recipe.with_settings(seed=5).seed == 5
+
+
+def test_per_modality_overrides_apply_to_that_modality_only() -> None:
+    recipe = CalibrationRecipe(modalities={"point": {"method": "finetune", "epochs": 7}})
+    assert recipe.for_modality(Modality.POINT).method == "finetune"
+    assert recipe.for_modality(Modality.POINT).total_epochs == 7
+    assert recipe.for_modality(Modality.IMAGE).method == "purifier+lora"
+    assert recipe.for_modality(Modality.IMAGE).total_epochs == 4
+
+
+def test_a_phase_trains_only_the_parts_it_names(tinybind, test_benchmark) -> None:
+    recipe = CalibrationRecipe(**(TWO_PHASES | {"phases": TWO_PHASES["phases"][:1]}))
+    calibration = _train(tinybind, test_benchmark, recipe).calibration
+    assert all(float(up.abs().sum()) == 0 for up in calibration.override.up.values())  # LoRA untouched
+    assert all(float(shift.abs().sum()) == 0 for shift in calibration.override.shifts.values())
+    moved = [p for p in calibration.purifier.parameters() if float(p.abs().sum()) > 0]
+    assert moved  # the purifier's zero-initialised last layer learned something
+    assert calibration.config.objective == "distill"
+
+
+def test_phases_resume_to_the_same_calibration(tinybind, test_benchmark, tmp_path: Path) -> None:
+    recipe = CalibrationRecipe(**TWO_PHASES)
+    whole = _train(tinybind, test_benchmark, recipe)
+    assert len(whole.losses) == 3 and whole.calibration.config.objective == "distill>ce"
+    assert whole.calibration.config.recipe["phases"] == TWO_PHASES["phases"]
+
+    def stop_in_second_phase(stage: str, done: int, total: int) -> None:
+        if stage.endswith("calibrate") and done == 4 and total == 9:  # 3 steps per epoch: phase 2, epoch 1
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "point.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint, progress=stop_in_second_phase)
+    resumed = _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint)
+    expected, got = whole.calibration.state_dict(), resumed.calibration.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert resumed.losses == whole.losses
+    changed = dict(TWO_PHASES, phases=[TWO_PHASES["phases"][0], dict(TWO_PHASES["phases"][1], epochs=3)])
+    with pytest.raises(ConfigError, match="another recipe"):
+        _train(tinybind, test_benchmark, CalibrationRecipe(**changed), checkpoint=checkpoint)
+
+
+def test_distill_and_stable_losses_follow_their_formulas() -> None:
+    generator = torch.Generator().manual_seed(0)
+    unit = lambda *shape: torch.nn.functional.normalize(torch.randn(*shape, generator=generator), dim=-1)  # noqa: E731
+    batch = CalibrationBatch(unit(4, 8), unit(4, 8), unit(4, 8), unit(3, 8), torch.tensor([0, 1, 2, 0]))
+    align = (batch.adversarial - batch.frozen).square().sum(-1).mean()
+    ce = torch.nn.functional.cross_entropy(10 * batch.adversarial @ batch.centers.T, batch.labels)
+    assert torch.allclose(calibration_loss("distill", batch, reg=0, scale=10), align)
+    assert torch.allclose(calibration_loss("stable", batch, reg=0, scale=10), ce + align)
+
+
+def test_spectral_gate_starts_as_the_identity_and_removes_a_bounded_perturbation_of_silence() -> None:
+    generator = torch.Generator().manual_seed(0)
+    speech = 0.5 * torch.sin(torch.linspace(0, 2 * math.pi * 440, 16000)).expand(2, -1)
+    gate = SpectralGate()
+    assert torch.allclose(gate(speech), speech, atol=1e-5)
+    eps = 0.01
+    noise = (2 * torch.rand(2, 16000, generator=generator) - 1) * eps  # any Linf-eps signal: <= 2 eps per bin
+    with torch.no_grad():
+        gate.threshold.fill_(2 * eps)
+    with torch.no_grad():
+        assert float(gate(noise).abs().max()) < 1e-6  # nothing of it passes
+        kept = gate(speech + noise)
+    middle = slice(1000, 15000)  # away from the reflected edges
+    assert float((kept - speech)[:, middle].abs().max()) < 0.1  # the tone passes, shrunk by at most ~2 eps
+
+
+def test_spectral_option_belongs_to_waveforms() -> None:
+    purifier = Purifier("waveform", (16000,), (-1.0, 1.0), spectral=True)
+    assert any(isinstance(m, SpectralGate) for m in purifier.modules())
+    with pytest.raises(ConfigError, match="spectral gate is for waveforms"):
+        Purifier("pixels", (3, 32, 32), (0.0, 1.0), spectral=True)

@@ -1,12 +1,17 @@
 """Calibration, measured side by side in one run.
 
     python benchmarks/calibration.py compare [--modality image] [--n 100] [--steps 20] [--json]
-    python benchmarks/calibration.py time-all [--epochs 4]
+    python benchmarks/calibration.py time-all [--epochs 4] [--recipe standard]
+    python benchmarks/calibration.py pareto [--modality image] [--recipe calmars] [--plot pareto.png]
 
 ``compare``: every calibration method on one modality with the same data, eps and attack budget:
 clean, transfer and adaptive robust top-1, trainable parameters, wall time, and the wall-time
 ratio to full adversarial fine-tuning (target: static calibration <= 1/10 of it).
-``time-all``: the default method on all six TinyBind modalities (target: under 15 minutes on 2 cores).
+``time-all``: a recipe on all six TinyBind modalities (target: under 15 minutes on 2 cores).
+``pareto``: adaptive robust top-1 against training wall time, side by side on the same data and
+attack budget: a shipped recipe, LoRA alone, the paper's head, and full adversarial fine-tuning of
+the tower (TeCoA and FARE) trained to convergence: 4, 8, 16, ... epochs until one more doubling
+gains under ``--converged`` points. Prints a table with the non-dominated rows marked, and a plot.
 
 The variants span the paper's post-encoder heads (each objective, trained on examples made
 against the frozen encoder, and adaptively), a clean-trained head, in-encoder adapters, input
@@ -40,7 +45,8 @@ from bindguard.encoders.centers import semantic_centers
 from bindguard.evaluation.calibration import evaluate_calibration
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
 from bindguard.evaluation.robust import Progress, RobustSettings
-from bindguard.training.calibrate import CalibrationRecipe, calibrate_modalities, calibrate_modality
+from bindguard.training.calibrate import calibrate_modalities, calibrate_modality
+from bindguard.training.recipe import CalibrationRecipe, load_recipe
 
 # (label, recipe changes from the shared recipe)
 VARIANTS: tuple[tuple[str, dict], ...] = (
@@ -165,10 +171,11 @@ def time_all(arguments: argparse.Namespace) -> None:
     base = create_encoder("tinybind")
     modalities = list(PERCEPTUAL_MODALITIES)
     train = load_dataset("builtin", split="train", modalities=modalities)
-    recipe = CalibrationRecipe(epochs=arguments.epochs)
+    recipe = load_recipe(arguments.recipe)
+    recipe = recipe.with_settings(epochs=arguments.epochs) if arguments.epochs else recipe
     total = 0.0
     print(
-        f"default method {recipe.method}, {recipe.objective}, {recipe.mode}, eps {recipe.eps}, {recipe.epochs} epochs\n"
+        f"recipe {recipe.name}: {recipe.method}, {recipe.objectives}, eps {recipe.threat}, {recipe.total_epochs} epochs\n"
     )
     print("| modality | train samples | seconds |")
     print("|---|---|---|")
@@ -180,6 +187,152 @@ def time_all(arguments: argparse.Namespace) -> None:
             total += seconds
             print(f"| {modality.value} | {len(train.data[modality])} | {seconds:.0f} |", flush=True)
     print(f"| all six | | {total:.0f} ({total / 60:.1f} min; target < 15 min) |")
+
+
+def _train_and_measure(base, train, test, modality, recipe, settings, label) -> dict:
+    data = train.data[modality]
+    centers = semantic_centers(base, train.class_names, train.templates[modality])
+    started = time.perf_counter()
+    outcome = calibrate_modality(base, modality, data.inputs, data.labels, centers, recipe)
+    seconds = time.perf_counter() - started
+    calibrated = CalibratedEncoder(base, {modality: outcome.calibration})
+    rows, _ = evaluate_calibration(base, calibrated, test, recipe.threat, settings=settings, modalities=[modality])
+    row = rows[0]
+    print(
+        f"  {label}: {seconds:.0f} s, clean {_percent(row['after']['clean_top1'])}, "
+        f"adaptive {_percent(row['after']['robust_top1'])}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row | {"variant": label, "train_seconds": seconds, "epochs": recipe.for_modality(modality).total_epochs}
+
+
+def pareto(arguments: argparse.Namespace) -> None:
+    modality = Modality.parse(arguments.modality)
+    base = create_encoder("tinybind")
+    train = load_dataset("builtin", split="train", modalities=[modality], limit=arguments.limit)
+    test = load_dataset("builtin", split="test", modalities=[modality], limit=arguments.n)
+    settings = RobustSettings(
+        ensemble=STANDARD_ENSEMBLE, steps=arguments.steps, square_queries=arguments.square_queries, check_samples=16
+    )
+    shipped = load_recipe(arguments.recipe).for_modality(modality)
+    standard = load_recipe("standard")
+    started = time.perf_counter()
+    rows = [
+        _train_and_measure(base, train, test, modality, shipped, settings, f"recipe {shipped.name}"),
+        _train_and_measure(base, train, test, modality, standard, settings, "standard (purifier+lora, 4 epochs)"),
+        _train_and_measure(
+            base, train, test, modality, standard.with_settings(method="lora"), settings, "lora alone, 4 epochs"
+        ),
+        _train_and_measure(
+            base,
+            train,
+            test,
+            modality,
+            standard.with_settings(method="head", mode="static"),
+            settings,
+            "paper head, ce, static",
+        ),
+    ]
+    fine_tunes = {
+        "TeCoA": {"method": "finetune", "objective": "ce", "learning_rate": 2e-4},
+        "FARE": {"method": "finetune", "objective": "l2", "reg": 0.0, "learning_rate": 2e-4},
+    }
+    for name, changes in fine_tunes.items():
+        best = None
+        for epochs in (int(e) for e in arguments.ladder.split(",")):
+            recipe = standard.with_settings(**changes, epochs=epochs)
+            row = _train_and_measure(
+                base, train, test, modality, recipe, settings, f"full fine-tune {name}, {epochs} ep"
+            )
+            rows.append(row)
+            robust = 100 * row["after"]["robust_top1"]
+            if best is not None and robust - best < arguments.converged:
+                row["converged"] = True  # one more doubling bought less than --converged points
+                break
+            best = robust if best is None else max(best, robust)
+    _mark_front(rows)
+    first = rows[0]
+    print(
+        f"{modality.value}, {first['norm']} eps {first['eps'] * 255:.0f}/255 (abs {first['eps_abs']:.4g}), "
+        f"{first['attack']} ensemble {first['steps']} steps + Square {first['square_queries']}, "
+        f"n={first['n']} test samples, {len(train.data[modality])} train samples, "
+        f"{torch.get_num_threads()} threads; wall {time.perf_counter() - started:.0f} s\n"
+    )
+    print(
+        "| variant | epochs | trainable (% of encoder) | train s | clean | adaptive | adaptive top-5 | on the front | flags |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---|---|")
+    for row in rows:
+        after = row["after"]
+        mark = "yes" if row["front"] else ""
+        converged = " (converged)" if row.get("converged") else ""
+        print(
+            f"| {row['variant']}{converged} | {row['epochs']} | {row['trainable_parameters']:,} "
+            f"({100 * row['trainable_fraction']:.2f}%) | {row['train_seconds']:.0f} | {_percent(after['clean_top1'])} "
+            f"| {_percent(after['robust_top1'])} | {_percent(after['robust_top5'])} | {mark} "
+            f"| {', '.join(row['flags']) or 'ok'} |"
+        )
+    fine = [r for r in rows if r["variant"].startswith("full fine-tune")]
+    best_fine = max(fine, key=lambda r: r["after"]["robust_top1"])
+    print(
+        f"\nrecipe {shipped.name}: adaptive {_percent(first['after']['robust_top1'])} in {first['train_seconds']:.0f} s; "
+        f"best full fine-tune ({best_fine['variant']}): {_percent(best_fine['after']['robust_top1'])} in "
+        f"{best_fine['train_seconds']:.0f} s; time ratio {first['train_seconds'] / best_fine['train_seconds']:.2f} "
+        "(target: robust >= full fine-tune's at <= 1/3 of its time)"
+    )
+    if arguments.json:
+        arguments.json.write_text(
+            json.dumps(
+                {
+                    "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
+    if arguments.plot:
+        _plot(rows, arguments.plot, modality)
+
+
+def _mark_front(rows: list[dict]) -> None:
+    """A row is on the Pareto front when no other row is at least as robust in at most its time, and better in one."""
+    for row in rows:
+        robust, seconds = row["after"]["robust_top1"], row["train_seconds"]
+        row["front"] = not any(
+            other is not row
+            and other["after"]["robust_top1"] >= robust
+            and other["train_seconds"] <= seconds
+            and (other["after"]["robust_top1"] > robust or other["train_seconds"] < seconds)
+            for other in rows
+        )
+
+
+def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        x, y = row["train_seconds"], 100 * row["after"]["robust_top1"]
+        axes.scatter(x, y, s=40, marker="o" if row["front"] else "x", color="C0" if row["front"] else "C3")
+        axes.annotate(row["variant"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = sorted((r for r in rows if r["front"]), key=lambda r: r["train_seconds"])
+    axes.plot([r["train_seconds"] for r in front], [100 * r["after"]["robust_top1"] for r in front], color="C0", lw=1)
+    first = rows[0]
+    axes.set_xscale("log")
+    axes.set_xlabel("training wall time, s (log)")
+    axes.set_ylabel("adaptive robust top-1, %")
+    axes.set_title(
+        f"TinyBind {modality.value}, Linf {first['eps'] * 255:.0f}/255, {first['attack']} {first['steps']} steps, "
+        f"n={first['n']}",
+        fontsize=9,
+    )
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main() -> None:
@@ -197,10 +350,22 @@ def main() -> None:
     one.add_argument("--only", default="", help="comma-separated words; keep variants whose label has one")
     one.add_argument("--json", action="store_true")
     every = commands.add_parser("time-all")
-    every.add_argument("--epochs", type=int, default=4)
+    every.add_argument("--recipe", default="standard")
+    every.add_argument("--epochs", type=int, default=None, help="replace the recipe's epochs (flat recipes only)")
+    front = commands.add_parser("pareto")
+    front.add_argument("--modality", default="image")
+    front.add_argument("--recipe", default="calmars", help="the shipped recipe to compare")
+    front.add_argument("--limit", type=int, default=None, help="training samples")
+    front.add_argument("--n", type=int, default=100, help="test samples")
+    front.add_argument("--steps", type=int, default=20)
+    front.add_argument("--square-queries", type=int, default=200)
+    front.add_argument("--ladder", default="4,8,16", help="full fine-tuning epochs tried, in order")
+    front.add_argument("--converged", type=float, default=2.0, help="points; stop the ladder below this gain")
+    front.add_argument("--plot", type=Path, default=None, help="write the robust-vs-time plot here (PNG)")
+    front.add_argument("--json", type=Path, default=None, help="write the rows here")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    compare(arguments) if arguments.command == "compare" else time_all(arguments)
+    {"compare": compare, "time-all": time_all, "pareto": pareto}[arguments.command](arguments)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,22 @@ def test_spectral_option_belongs_to_waveforms() -> None:
     assert any(isinstance(m, SpectralGate) for m in purifier.modules())
     with pytest.raises(ConfigError, match="spectral gate is for waveforms"):
         Purifier("pixels", (3, 32, 32), (0.0, 1.0), spectral=True)
+
+
+def test_neighbour_smoothing_starts_as_the_identity_and_averages_independent_shifts() -> None:
+    from bindguard.modalities.point import point_spec
+
+    spec = point_spec(256)
+    generator = torch.Generator().manual_seed(0)
+    angle = torch.rand(1, 256, generator=generator) * 2 * math.pi
+    circle = torch.stack([0.8 * angle.cos(), 0.8 * angle.sin(), torch.zeros_like(angle)], -1)  # a smooth shape
+    purifier = Purifier("points", (256, 3), (-1.0, 1.0), project=spec.project, neighbours=16)
+    with torch.no_grad():
+        assert torch.equal(purifier(circle), circle)
+        shifted = circle + (2 * torch.rand(circle.shape, generator=generator) - 1) * 0.03
+        purifier.denoiser.smoothing.fill_(1.0)
+        off_shape = lambda p: ((p[..., :2].norm(dim=-1) - 0.8).square() + p[..., 2].square()).sqrt().mean()  # noqa: E731
+        error_before, error_after = off_shape(shifted), off_shape(purifier(shifted))
+    assert error_after < 0.6 * error_before  # the distance to the shape, not along it
+    with pytest.raises(ConfigError, match="neighbour smoothing is for point clouds"):
+        Purifier("waveform", (16000,), (-1.0, 1.0), neighbours=8)

@@ -22,7 +22,15 @@ from bindguard.errors import ConfigError, UnknownNameError
 
 PARTS = ("purifier", "lora", "finetune", "head", "residual-head")
 FORMAT = "bindguard-calibration/1"
-DEFAULT_OPTIONS = {"rank": 4, "hidden": 256, "width": 16, "noise": 0.0, "small": True, "spectral": False}
+DEFAULT_OPTIONS = {
+    "rank": 4,
+    "hidden": 256,
+    "width": 16,
+    "noise": 0.0,
+    "small": True,
+    "spectral": False,
+    "neighbours": 0,
+}
 SMALL_TENSOR = 20_000  # LoRA also updates tensors up to this size in full: biases, depthwise kernels
 
 
@@ -53,6 +61,8 @@ def check_options(options: object) -> dict:
     for name in ("rank", "hidden", "width"):
         if name in options:
             check_count(name, options[name], 1)
+    if "neighbours" in options:
+        check_count("neighbours", options["neighbours"], 0)
     if "noise" in options:
         check_number("noise", options["noise"], least=0.0)
     for name in ("small", "spectral"):
@@ -145,6 +155,7 @@ class Calibration(nn.Module):
                 width=int(options["width"]),
                 noise=float(options["noise"]),
                 spectral=bool(options["spectral"]),
+                neighbours=int(options["neighbours"]),
             )
         self.override: nn.Module | None = None
         if "lora" in parts:

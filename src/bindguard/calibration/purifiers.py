@@ -96,25 +96,54 @@ class SpectralGate(nn.Module):
 
 
 class PointPurifier(nn.Module):
-    """(B, N, 3) per-point displacement from the point and a max-pooled summary of the cloud."""
+    """(B, N, 3) per-point displacement from the point and a max-pooled summary of the cloud.
 
-    def __init__(self, width: int = 64):
+    With ``neighbours`` k > 0 it also sees each point's offset to the mean of its k nearest
+    neighbours and can move the point along it by a learned fraction (Laplacian smoothing): an
+    attacker's independent per-point shifts average out over a neighbourhood. Choosing the
+    neighbours (a top-k) is piecewise constant in the input, so the gradient through the gathered
+    coordinates is exact almost everywhere, as through PointNet's own max pooling: attacks
+    differentiate it directly.
+    """
+
+    def __init__(self, width: int = 64, neighbours: int = 0):
         super().__init__()
-        self.local = nn.Sequential(nn.Linear(3, width), nn.GELU(), nn.Linear(width, width))
+        self.neighbours = neighbours
+        extra = 3 if neighbours else 0
+        self.local = nn.Sequential(nn.Linear(3 + extra, width), nn.GELU(), nn.Linear(width, width))
         last = nn.Linear(width, 3)
         _zero_last(last)
         self.displacement = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), last)
+        self.smoothing = nn.Parameter(torch.zeros(())) if neighbours else None
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        local = self.local(points)  # (B, N, W)
+        features, moved = points, points
+        if self.neighbours:
+            offset = _neighbourhood_mean(points, self.neighbours) - points  # (B, N, 3)
+            features = torch.cat([points, offset], -1)
+            moved = points + self.smoothing * offset
+        local = self.local(features)  # (B, N, W)
         summary = local.amax(1, keepdim=True).expand_as(local)
-        return points + self.displacement(torch.cat([local, summary], -1))
+        return moved + self.displacement(torch.cat([local, summary], -1))
 
 
-def _create_denoiser(kind: str, shape: tuple[int, ...], width: int, spectral: bool = False) -> nn.Module:
+def _neighbourhood_mean(points: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, N, 3) mean of each point's k nearest neighbours (itself included)."""
+    k = min(k, points.shape[1])
+    with torch.no_grad():
+        index = torch.cdist(points, points).topk(k, dim=-1, largest=False).indices  # (B, N, k)
+    gathered = torch.gather(
+        points.unsqueeze(1).expand(-1, points.shape[1], -1, -1), 2, index.unsqueeze(-1).expand(-1, -1, -1, 3)
+    )
+    return gathered.mean(2)
+
+
+def _create_denoiser(
+    kind: str, shape: tuple[int, ...], width: int, spectral: bool = False, neighbours: int = 0
+) -> nn.Module:
     """The denoiser of ``kind`` for per-sample ``shape``, checked against the shape it needs."""
     if kind == "points" and len(shape) == 2 and shape[-1] == 3:
-        return PointPurifier(width=max(width, 32))
+        return PointPurifier(width=max(width, 32), neighbours=neighbours)
     if kind == "waveform" and len(shape) == 1:
         if spectral:  # the convolution first (it can only smooth), then the gate
             return nn.Sequential(WaveformPurifier(width=width), SpectralGate(n_fft=min(512, _power_of_two(shape[0]))))
@@ -144,6 +173,7 @@ class Purifier(nn.Module):
         width: channels of the denoiser.
         noise: Gaussian noise std relative to the domain's range (0: deterministic).
         spectral: waveforms only: add a learned spectral gate (``SpectralGate``) after the convolution.
+        neighbours: points only: k of the nearest-neighbour smoothing (``PointPurifier``); 0: none.
 
     Raises:
         ConfigError: for an unknown kind, or a shape the kind's denoiser cannot take.
@@ -159,14 +189,17 @@ class Purifier(nn.Module):
         width: int = 16,
         noise: float = 0.0,
         spectral: bool = False,
+        neighbours: int = 0,
     ):
         super().__init__()
         if spectral and kind != "waveform":
             raise ConfigError(f"the spectral gate is for waveforms; the {kind!r} purifier has none (drop 'spectral')")
+        if neighbours and kind != "points":
+            raise ConfigError(f"neighbour smoothing is for point clouds; the {kind!r} purifier has none")
         self.kind, self.noise = kind, float(noise)
         self.low, self.high = float(domain[0]), float(domain[1])
         self.project = project if project is not None else self._clamp
-        self.denoiser = _create_denoiser(kind, tuple(shape), width, spectral)
+        self.denoiser = _create_denoiser(kind, tuple(shape), width, spectral, neighbours)
 
     @property
     def randomized(self) -> bool:

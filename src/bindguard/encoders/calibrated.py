@@ -91,6 +91,7 @@ class CalibratedEncoder(Encoder):
         self.calibrations = nn.ModuleDict({Modality.parse(m).value: c for m, c in calibrations.items()})
         self._embedder = _Embedder(base)
         self._merged: dict[str, tuple[tuple, dict[str, torch.Tensor]]] = {}
+        self.source: Path | None = None  # the folder it was loaded from, if any
 
     def input_spec(self, modality: Modality) -> InputSpec:
         return self.base.input_spec(modality)
@@ -200,7 +201,9 @@ class CalibratedEncoder(Encoder):
             module.load_state_dict(state)
             module.requires_grad_(False)
             calibrations[Modality.parse(modality)] = module.eval()
-        return cls(base, calibrations)
+        calibrated = cls(base, calibrations)
+        calibrated.source = Path(directory)
+        return calibrated
 
 
 def check_made_for(base: Encoder, recorded: str, directory: Path) -> None:

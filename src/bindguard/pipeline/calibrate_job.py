@@ -95,7 +95,9 @@ def calibrate(
     if out is not None:
         return calibrate_modalities(base, train, chosen, recipe, out, progress=progress)
     with tempfile.TemporaryDirectory(prefix="bindguard-calibration-") as folder:
-        return calibrate_modalities(base, train, chosen, recipe, Path(folder), progress=progress)
+        calibrated = calibrate_modalities(base, train, chosen, recipe, Path(folder), progress=progress)
+    calibrated.source = None  # the temporary folder is gone
+    return calibrated
 
 
 def evaluate_calibration(
@@ -155,7 +157,8 @@ def evaluate_calibration(
     named = isinstance(data, str) and data in DATASETS.names()
     partners = [m for m in (Modality.IMAGE, Modality.DEPTH) if m not in chosen and m in calibrated.modalities]
     test = load_data(data, calibrated, chosen + (partners if named else []), split="test", limit=n, required=False)
-    source = str(out) if out is not None else calibrated.identity
+    folder = calibrated.source or out  # where the calibration lives, when it was loaded from a folder
+    source = str(folder) if folder is not None else calibrated.identity
     fingerprints = data_fingerprints(test, batch_size=batch_size)
     calibration_rows, robust_rows = measure_calibration(
         calibrated.base,
@@ -190,7 +193,7 @@ def evaluate_calibration(
         },
     )
     results.provenance = provenance(
-        model=calibrated, data=data_name(data), fingerprints=fingerprints, seed=seed, calibration=out
+        model=calibrated, data=data_name(data), fingerprints=fingerprints, seed=seed, calibration=folder
     )
     if out is not None:
         results.write(out)

@@ -3,6 +3,7 @@
     python benchmarks/calibration.py compare [--modality image] [--n 100] [--steps 20] [--json]
     python benchmarks/calibration.py time-all [--epochs 4] [--recipe standard]
     python benchmarks/calibration.py pareto [--modality image] [--recipe calmars] [--plot pareto.png]
+    python benchmarks/calibration.py budget
 
 ``compare``: every calibration method on one modality with the same data, eps and attack budget:
 clean, transfer and adaptive robust top-1, trainable parameters, wall time, and the wall-time
@@ -12,6 +13,10 @@ ratio to full adversarial fine-tuning (target: static calibration <= 1/10 of it)
 attack budget: a shipped recipe, LoRA alone, the paper's head, and full adversarial fine-tuning of
 the tower (TeCoA and FARE) trained to convergence: 4, 8, 16, ... epochs until one more doubling
 gains under ``--converged`` points. Prints a table with the non-dominated rows marked, and a plot.
+``budget``: what an Linf budget of 1/255, 2/255 and 4/255 means for the built-in audio and point
+clouds, measured on the test split: the speech-to-perturbation power ratio, the share of
+spectrogram bins a perturbation can match, and a point's displacement against the spacing of the
+cloud; the evidence behind what calibration can and cannot repair there.
 
 The variants span the paper's post-encoder heads (each objective, trained on examples made
 against the frozen encoder, and adaptively), a clean-trained head, in-encoder adapters, input
@@ -335,6 +340,39 @@ def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
     figure.savefig(path, dpi=120)
 
 
+def budget(arguments: argparse.Namespace) -> None:
+    test = load_dataset("builtin", split="test", modalities=[Modality.AUDIO, Modality.POINT], limit=arguments.n)
+    base = create_encoder("tinybind")
+    audio, points = test.data[Modality.AUDIO].inputs, test.data[Modality.POINT].inputs
+    audio_range = base.input_spec(Modality.AUDIO).range
+    window = torch.hann_window(512, periodic=True)
+    magnitude = torch.stft(audio, 512, 128, window=window, return_complex=True).abs() / (window.sum() / 2)
+    speech_rms = float(audio.square().mean().sqrt())
+    spacing = (torch.cdist(points, points) + 10 * torch.eye(points.shape[1])).amin(-1)
+    print(f"built-in test split, {len(audio)} spoken digits and {len(points)} point clouds (first of each)\n")
+    print(
+        "| Linf eps (relative) | audio eps (abs) | speech RMS / eps, dB | spectrogram bins below 2 eps | "
+        "point eps (abs) | largest point shift / median neighbour spacing |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for text in ("1/255", "2/255", "4/255"):
+        threat = ThreatModel.linf(text)
+        eps_audio = threat.absolute(base.input_spec(Modality.AUDIO))
+        eps_point = threat.absolute(base.input_spec(Modality.POINT))
+        ratio_db = 20 * torch.log10(torch.tensor(speech_rms / eps_audio))
+        # any Linf-eps waveform has at most 2 eps in a bin of this normalised spectrogram
+        below = float((magnitude < 2 * eps_audio).float().mean())
+        shift = eps_point * 3**0.5  # a corner of the Linf box
+        print(
+            f"| {text} | {eps_audio:.4f} | {float(ratio_db):.1f} | {100 * below:.1f}% | {eps_point:.4f} "
+            f"| {shift / float(spacing.median()):.2f} |"
+        )
+    print(
+        f"\naudio range {audio_range:g}, speech RMS {speech_rms:.4f}; point median neighbour spacing "
+        f"{float(spacing.median()):.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -363,9 +401,11 @@ def main() -> None:
     front.add_argument("--converged", type=float, default=2.0, help="points; stop the ladder below this gain")
     front.add_argument("--plot", type=Path, default=None, help="write the robust-vs-time plot here (PNG)")
     front.add_argument("--json", type=Path, default=None, help="write the rows here")
+    evidence = commands.add_parser("budget")
+    evidence.add_argument("--n", type=int, default=200, help="test samples of each")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    {"compare": compare, "time-all": time_all, "pareto": pareto}[arguments.command](arguments)
+    {"compare": compare, "time-all": time_all, "pareto": pareto, "budget": budget}[arguments.command](arguments)
 
 
 if __name__ == "__main__":

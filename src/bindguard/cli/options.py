@@ -10,7 +10,11 @@ import typer
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 CalibrationOption = Annotated[
-    Path | None, typer.Option(help="A calibration folder (bindguard calibrate --out) to apply to the model.")
+    Path | None,
+    typer.Option(
+        help="A calibration folder (bindguard calibrate --out) to apply to the model, or 'shipped' for the one "
+        "that ships with TinyBind."
+    ),
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda when available, else cpu).")]
 CheckpointOption = Annotated[

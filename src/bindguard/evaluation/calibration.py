@@ -152,6 +152,7 @@ def evaluate_calibration(
                 "modality": modality.value,
                 "task": "calibration",
                 "method": config.method,
+                "recipe": config.recipe.get("name", "custom"),
                 "objective": config.objective,
                 "mode": config.recipe.get("mode", "adaptive"),
                 "train_threat": config.threat,

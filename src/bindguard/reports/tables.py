@@ -162,7 +162,7 @@ def calibration_table(rows: list[dict]) -> Table | None:
         cells.append(
             (
                 row["modality"],
-                row["method"],
+                row["method"] + (f" (recipe {row['recipe']})" if row.get("recipe") else ""),
                 str(row.get("objective", "–")),
                 str(row.get("mode", "–")),
                 str(row.get("attack", "–")),

@@ -401,8 +401,9 @@ def _train_phase(
             _diverged(modality, phase, epoch, steps_per_epoch - 1, float("nan"), checkpoint, tensor=broken)
         losses.append(epoch_loss / len(x))
         logger.info(
-            "%s %s %s epoch %d/%d: loss %.4f",
-            modality.value, calibration.config.method, phase.name, epoch + 1, recipe.total_epochs, losses[-1],
+            "%s %s%s epoch %d/%d: loss %.4f",
+            modality.value, calibration.config.method, f" ({phase.name})" if recipe.phases else "",
+            epoch + 1, recipe.total_epochs, losses[-1],
         )  # fmt: skip
         if checkpoint is not None:
             _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)

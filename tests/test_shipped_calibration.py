@@ -1,0 +1,76 @@
+"""The calibration that ships with TinyBind: it loads by name, it is what its recipe file says, it
+was trained on the built-in train split, and it stays under 1% of the encoder's parameters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+from typer.testing import CliRunner
+
+from bindguard._types import PERCEPTUAL_MODALITIES, Modality
+from bindguard.cli.main import app
+from bindguard.data.rows import fingerprint_rows
+from bindguard.encoders import create_encoder
+from bindguard.encoders.calibrated import CalibratedEncoder, calibrate_encoder, shipped_calibration
+from bindguard.errors import DataError
+from bindguard.training.recipe import load_recipe
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return create_encoder("tinybind", calibration="shipped")
+
+
+def test_the_shipped_calibration_covers_all_six_modalities_under_one_percent(shipped) -> None:
+    assert isinstance(shipped, CalibratedEncoder)
+    assert set(shipped.calibrations) == {m.value for m in PERCEPTUAL_MODALITIES}
+    total = shipped.base.num_parameters()
+    for calibration in shipped.calibrations.values():
+        assert 0 < calibration.trainable_parameters() < 0.01 * total
+    assert shipped.source == shipped_calibration(shipped.base)
+
+
+def test_the_shipped_calibration_is_its_recipe_file_on_the_full_train_split(shipped) -> None:
+    from bindguard.data import load_dataset
+
+    train = load_dataset("builtin", split="train")
+    for name, calibration in shipped.calibrations.items():
+        recorded = calibration.config.recipe
+        recipe = load_recipe(recorded["name"]).with_settings(seed=recorded["seed"]).for_modality(Modality(name))
+        assert {k: recorded[k] for k in asdict(recipe)} == asdict(recipe), name
+        data = train.data[Modality(name)]
+        assert recorded["n"] == len(data)
+        assert recorded["data"] == fingerprint_rows(data.inputs, data.labels), name
+
+
+def test_shipped_is_refused_for_an_encoder_without_one(shipped) -> None:
+    from second_encoder import SecondEncoder
+
+    with pytest.raises(DataError, match="no calibration ships for"):
+        calibrate_encoder(SecondEncoder(0), "shipped")
+
+
+def test_the_cli_takes_calibration_shipped(tmp_path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--calibration",
+            "shipped",
+            "--modalities",
+            "point",
+            "--n",
+            "4",
+            "--attacks",
+            "fgsm",
+            "--no-checks",
+            "--square-queries",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "calibration@" in (tmp_path / "run" / "results.json").read_text()

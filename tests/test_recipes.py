@@ -186,3 +186,28 @@ def test_neighbour_smoothing_starts_as_the_identity_and_averages_independent_shi
     assert error_after < 0.6 * error_before  # the distance to the shape, not along it
     with pytest.raises(ConfigError, match="neighbour smoothing is for point clouds"):
         Purifier("waveform", (16000,), (-1.0, 1.0), neighbours=8)
+
+
+def test_a_gate_at_twice_the_budget_silences_any_perturbation_of_silence(tinybind) -> None:
+    from bindguard.calibration import CalibrationConfig
+    from bindguard.encoders.calibrated import build_calibration
+
+    eps = 2 / 255
+    config = CalibrationConfig(
+        modality="audio",
+        method="purifier",
+        objective="ce",
+        threat={"norm": "linf", "eps": eps},
+        options={"spectral": True, "gate": 2.0},
+    )
+    purifier = build_calibration(tinybind, config).purifier
+    spec = tinybind.input_spec(Modality.AUDIO)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):  # random sign patterns at the full Linf budget, the largest a perturbation can be
+        perturbation = eps * spec.range * torch.sign(torch.randn(2, *spec.shape, generator=generator))
+        with torch.no_grad():
+            assert float(purifier(perturbation).abs().max()) < 1e-6
+    with pytest.raises(ConfigError, match="needs 'spectral': true"):
+        CalibrationConfig(
+            modality="audio", method="purifier", objective="ce", threat=config.threat, options={"gate": 2.0}
+        )

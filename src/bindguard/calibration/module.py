@@ -30,6 +30,7 @@ DEFAULT_OPTIONS = {
     "small": True,
     "spectral": False,
     "neighbours": 0,
+    "gate": 0.0,
 }
 SMALL_TENSOR = 20_000  # LoRA also updates tensors up to this size in full: biases, depthwise kernels
 
@@ -65,6 +66,10 @@ def check_options(options: object) -> dict:
         check_count("neighbours", options["neighbours"], 0)
     if "noise" in options:
         check_number("noise", options["noise"], least=0.0)
+    if "gate" in options:
+        check_number("gate", options["gate"], least=0.0)
+        if options["gate"] and not options.get("spectral"):
+            raise ConfigError("calibration option 'gate' sets the spectral gate's start; it needs 'spectral': true")
     for name in ("small", "spectral"):
         if name in options and not isinstance(options[name], bool):
             raise ConfigError(f"calibration option {name!r} must be true or false, got {options[name]!r}")
@@ -156,6 +161,8 @@ class Calibration(nn.Module):
                 noise=float(options["noise"]),
                 spectral=bool(options["spectral"]),
                 neighbours=int(options["neighbours"]),
+                # in multiples of the calibration's budget in the input's units (eps x range)
+                gate=float(options["gate"]) * float(config.threat["eps"]) * (domain[1] - domain[0]),
             )
         self.override: nn.Module | None = None
         if "lora" in parts:

@@ -75,14 +75,16 @@ class SpectralGate(nn.Module):
     most 2 eps in any bin of any frame: a gate that learns thresholds near that removes whatever
     an attacker adds to the quiet bins, where a log spectrogram is most sensitive, while strong
     components pass shifted by at most 2 eps. Thresholds start at zero: the identity, up to the
-    float rounding of the STFT round trip. The kink at each threshold is differentiable almost
-    everywhere, so the gate is attacked end to end like the rest of the model (no BPDA needed).
+    float rounding of the STFT round trip, unless ``initial`` > 0 starts every threshold there
+    (a gate at twice the training eps passes nothing of a perturbation alone: silence stays silent).
+    The kink at each threshold is differentiable almost everywhere, so the gate is attacked end to
+    end like the rest of the model (no BPDA needed).
     """
 
-    def __init__(self, n_fft: int = 512, hop: int = 128):
+    def __init__(self, n_fft: int = 512, hop: int = 128, initial: float = 0.0):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
-        self.threshold = nn.Parameter(torch.zeros(n_fft // 2 + 1))
+        self.threshold = nn.Parameter(torch.full((n_fft // 2 + 1,), float(initial)))
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,14 +141,15 @@ def _neighbourhood_mean(points: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _create_denoiser(
-    kind: str, shape: tuple[int, ...], width: int, spectral: bool = False, neighbours: int = 0
+    kind: str, shape: tuple[int, ...], width: int, spectral: bool = False, neighbours: int = 0, gate: float = 0.0
 ) -> nn.Module:
     """The denoiser of ``kind`` for per-sample ``shape``, checked against the shape it needs."""
     if kind == "points" and len(shape) == 2 and shape[-1] == 3:
         return PointPurifier(width=max(width, 32), neighbours=neighbours)
     if kind == "waveform" and len(shape) == 1:
         if spectral:  # the convolution first (it can only smooth), then the gate
-            return nn.Sequential(WaveformPurifier(width=width), SpectralGate(n_fft=min(512, _power_of_two(shape[0]))))
+            gate_module = SpectralGate(n_fft=min(512, _power_of_two(shape[0])), initial=gate)
+            return nn.Sequential(WaveformPurifier(width=width), gate_module)
         return WaveformPurifier(width=width)
     if kind == "pixels" and len(shape) in (3, 4):  # (C, H, W) images, (T, C, H, W) videos
         return ImagePurifier(shape[-3], width=width)
@@ -174,6 +177,7 @@ class Purifier(nn.Module):
         noise: Gaussian noise std relative to the domain's range (0: deterministic).
         spectral: waveforms only: add a learned spectral gate (``SpectralGate``) after the convolution.
         neighbours: points only: k of the nearest-neighbour smoothing (``PointPurifier``); 0: none.
+        gate: the spectral gate's initial threshold, in the waveform's units (0: the identity).
 
     Raises:
         ConfigError: for an unknown kind, or a shape the kind's denoiser cannot take.
@@ -190,6 +194,7 @@ class Purifier(nn.Module):
         noise: float = 0.0,
         spectral: bool = False,
         neighbours: int = 0,
+        gate: float = 0.0,
     ):
         super().__init__()
         if spectral and kind != "waveform":
@@ -199,7 +204,7 @@ class Purifier(nn.Module):
         self.kind, self.noise = kind, float(noise)
         self.low, self.high = float(domain[0]), float(domain[1])
         self.project = project if project is not None else self._clamp
-        self.denoiser = _create_denoiser(kind, tuple(shape), width, spectral, neighbours)
+        self.denoiser = _create_denoiser(kind, tuple(shape), width, spectral, neighbours, gate)
 
     @property
     def randomized(self) -> bool:

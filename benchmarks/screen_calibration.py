@@ -7,7 +7,8 @@ file, default ``standard``) and any recipe field that replaces the recipe's. Tra
 whole built-in train split; the measurement is ``bindguard.evaluate_calibration`` on ``--n`` test
 samples with the standard ensemble at ``--steps`` and Square ``--square-queries``, sanity checks
 off (a screen ranks variants; claims come from ``shipped_calibration.py`` at the full budget).
-One JSON line per run is appended to ``benchmarks/results/screen.jsonl``.
+One JSON line per run is appended to ``benchmarks/results/screen.jsonl``;
+``python benchmarks/screen_calibration.py --render`` prints them as a markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see b
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +28,33 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "screen.jsonl"
 
 
+def render() -> None:
+    print(
+        "| run | modality | what changed (bindguard.calibrate keywords) | eval eps | trainable | train s "
+        "| clean before → after | transfer | adaptive before → after | flags |"
+    )
+    print("|---|---|---|---|---:|---:|---|---:|---|---|")
+    for line in RESULTS.read_text().splitlines():
+        run = json.loads(line)
+        options = json.dumps(run["options"], separators=(", ", ": "))
+        note = f" ({run['note']})" if run.get("note") else ""
+        print(
+            f"| {run['name']}{note} | {run['modality']} | `{options}` | {run['eval_eps']} "
+            f"| {run['trainable']:,} ({100 * run['trainable_fraction']:.2f}%) | {run['train_s']} "
+            f"| {100 * run['clean_before']:.0f} → {100 * run['clean']:.0f} | {100 * run['transfer']:.0f} "
+            f"| {100 * run['adaptive_before']:.0f} → **{100 * run['adaptive']:.0f}** | {', '.join(run['flags']) or 'ok'} |"
+        )
+    first = json.loads(RESULTS.read_text().splitlines()[0])["evaluation"]
+    print(
+        f"\nstandard ensemble, {first['steps']} steps, Square {first['square_queries']}, n={first['n']} test "
+        "samples, sanity checks off; rows from benchmarks/results/screen.jsonl"
+    )
+
+
 def main() -> None:
+    if "--render" in sys.argv[1:]:
+        render()
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("modality")
@@ -74,6 +102,8 @@ def main() -> None:
         "transfer": row["after"]["transfer_top1"],
         "adaptive_before": row["before"]["robust_top1"],
         "adaptive": row["after"]["robust_top1"],
+        "trainable_fraction": row["trainable_fraction"],
+        "flags": row["flags"],
         "evaluation": {"n": arguments.n, "steps": arguments.steps, "square_queries": arguments.square_queries},
     }
     print(json.dumps(summary))

@@ -32,7 +32,7 @@ from bindguard.pipeline.setup import (
     robust_settings,
 )
 from bindguard.training.calibrate import calibrate_modalities
-from bindguard.training.recipe import CalibrationRecipe, load_recipe
+from bindguard.training.recipe import PHASE_FIELDS, CalibrationRecipe, load_recipe
 
 Progress = Callable[[str, int, int], None]
 
@@ -185,7 +185,7 @@ def evaluate_calibration(
         rows=calibration_rows + [row | {"calibration": source} for row in robust_rows],
         settings={
             "calibration": source,
-            "recipe": {k: v for k, v in recipe.items() if k in _RECIPE_FIELDS},
+            "recipe": _shown_recipe(recipe),
             "train_limit": recipe.get("n"),
             "evaluation": {"n": n, "steps": steps, "square_queries": square_queries, "checks": checks},
             "model_identity": calibrated.identity,
@@ -201,3 +201,11 @@ def evaluate_calibration(
 
 
 _RECIPE_FIELDS = tuple(asdict(CalibrationRecipe()))
+
+
+def _shown_recipe(recipe: dict) -> dict:
+    """The recipe's fields; with phases, the flat settings the phases override are left out (they would mislead)."""
+    shown = {k: v for k, v in recipe.items() if k in _RECIPE_FIELDS}
+    if shown.get("phases"):
+        shown = {k: v for k, v in shown.items() if k not in PHASE_FIELDS or k == "name"}
+    return shown

@@ -16,7 +16,7 @@ from bindguard._types import PERCEPTUAL_MODALITIES
 from bindguard.attacks import ThreatModel, create_attack
 from bindguard.data import load_dataset
 from bindguard.encoders import create_encoder
-from bindguard.encoders.calibrated import SHIPPED
+from bindguard.encoders.calibrated import SHIPPED, CalibratedEncoder
 from bindguard.evaluation.examples import attack_examples, write_examples
 from bindguard.evaluation.results import Results
 from bindguard.pipeline.calibrate_job import calibrate, evaluate_calibration
@@ -76,17 +76,20 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
         progress=progress,
     )
     save_examples(out / "examples", steps=plan.example_steps)
-    shipped = create_encoder("tinybind", calibration=SHIPPED, device="cpu")
-    calibration = evaluate_calibration(
-        shipped,
-        "builtin",
-        n=plan.samples,
-        steps=plan.steps,
-        square_queries=plan.square_queries,
-        check_samples=plan.check_samples,
-        out=out / "calibration",
-        progress=progress,
-    )
+
+    def measure(calibrated: CalibratedEncoder, folder: Path) -> Results:
+        return evaluate_calibration(
+            calibrated,
+            "builtin",
+            n=plan.samples,
+            steps=plan.steps,
+            square_queries=plan.square_queries,
+            check_samples=plan.check_samples,
+            out=folder,
+            progress=progress,
+        )
+
+    calibration = measure(create_encoder("tinybind", calibration=SHIPPED, device="cpu"), out / "calibration")
     training_loop = None
     if quick:  # the training loop, run short: it shows the steps, not what a full recipe reaches
         trained = calibrate(
@@ -98,16 +101,7 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: Progress | None 
             device="cpu",
             progress=progress,
         )
-        training_loop = evaluate_calibration(
-            trained,
-            "builtin",
-            n=plan.samples,
-            steps=plan.steps,
-            square_queries=plan.square_queries,
-            check_samples=plan.check_samples,
-            out=out / "training-loop",
-            progress=progress,
-        )
+        training_loop = measure(trained, out / "training-loop")
     results.rows += calibration.rows
     results.settings["calibration"] = calibration.settings
     results.write(out)

@@ -48,3 +48,42 @@ def test_evaluate_warns_before_attacking(tinybind, monkeypatch: pytest.MonkeyPat
             square_queries=0, batch_size=2,
         )  # fmt: skip
     assert "this run would take about" in caplog.text
+
+
+def test_an_estimate_counts_every_pass_of_the_run(tinybind, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cost, "time_batch_pass", lambda encoder, modality, batch: 0.01)
+    settings = RobustSettings(ensemble=parse_ensemble("standard"), steps=10, square_queries=300, check_samples=4)
+    predicted = cost.estimate_cost(tinybind, {Modality.IMAGE: 20}, settings, threats=2, batch_size=8)
+    (row,) = predicted.rows
+    # least: APGD-CE's 10 steps per threat; most: every attack and Square on every sample (160 per threat)
+    assert (row["passes_least"], row["passes_most"]) == (20, 320)
+    assert row["check_passes"] == 4 * (1 + 10 + 2 * 3 * 10)
+    clean = 20 * (2 + 1 + 2) / 3  # clean rows, clean scores, the checks' choice, one per threat
+    assert predicted.least_seconds == pytest.approx(0.01 * (clean + 20 * 20 + row["check_passes"]))
+    assert predicted.most_seconds == pytest.approx(0.01 * (clean + 20 * 320 + row["check_passes"]))
+    halved = cost.estimate_cost(tinybind, {Modality.IMAGE: 20}, settings, threats=2, batch_size=8, processes=2)
+    assert halved.most_seconds == pytest.approx(0.01 * ((clean + 20 * 320) / 2 + row["check_passes"]))
+
+
+def test_a_pass_is_timed_per_sample_on_a_batch(tinybind) -> None:
+    assert 0 < cost.time_batch_pass(tinybind, Modality.POINT, 4, repeats=1) < 1.0
+
+
+def test_eval_estimate_prints_the_prediction_and_writes_nothing(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from bindguard.cli.main import app
+
+    out = tmp_path / "never"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "--out", str(out), "--modalities", "point", "--n", "8", "--attacks", "standard", "--eps", "4/255",
+         "--steps", "5", "--estimate", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not out.exists()
+    import json
+
+    shown = json.loads(result.stdout)
+    assert shown["rows"][0]["modality"] == "point" and shown["rows"][0]["samples"] == 8
+    assert 0 < shown["least_seconds"] <= shown["most_seconds"]

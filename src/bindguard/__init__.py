@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it, imported on first access (PEP 562)
 _LAZY = {
     "evaluate": "bindguard.pipeline",
+    "estimate": "bindguard.pipeline",
     "calibrate": "bindguard.pipeline",
     "evaluate_calibration": "bindguard.pipeline",
     "run_demo": "bindguard.pipeline",
@@ -39,7 +40,9 @@ _LAZY = {
 }
 
 # subpackages reachable as attributes after a bare ``import bindguard`` (``bindguard.reports.build_report``)
-_SUBPACKAGES = ("attacks", "calibration", "data", "encoders", "evaluation", "pipeline", "reports", "training")
+_SUBPACKAGES = (
+    "attacks", "calibration", "data", "distributed", "encoders", "evaluation", "pipeline", "reports", "training",
+)  # fmt: skip
 
 __all__ = ["__version__", *_LAZY]
 
@@ -53,6 +56,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
         attack_samples,
         calibrate,
         certify_samples,
+        estimate,
         evaluate,
         evaluate_calibration,
         run_demo,

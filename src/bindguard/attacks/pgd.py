@@ -29,6 +29,9 @@ class PGD(Attack):
         schedule: ``constant`` or ``cosine`` decay of the step size.
         early_stop: stop updating samples whose goal is reached (the result is the same, faster).
         seed: seeds the random starts.
+        within: ``(start, total)`` when each batch attacked is rows ``start:`` of a larger batch of
+            ``total`` (one process's share of a batch): the random starts are that batch's. Needs
+            ``early_stop=False``, which keeps every row in every restart.
     """
 
     name = "pgd"
@@ -45,8 +48,12 @@ class PGD(Attack):
         schedule: str = "constant",
         early_stop: bool = True,
         seed: int = 0,
+        within: tuple[int, int] | None = None,
     ):
         super().__init__(threat, objective=objective, seed=seed)
+        if within is not None and early_stop:
+            raise ConfigError("within (a share of a larger batch) needs early_stop=False")
+        self.within = within
         if steps < 1 or restarts < 1:
             raise ConfigError(f"steps and restarts must be at least 1, got steps={steps}, restarts={restarts}")
         if schedule not in SCHEDULES:
@@ -76,7 +83,11 @@ class PGD(Attack):
                 break
             clean = x[active]
             sub = context.subset(active)
-            delta = self.threat.random_delta(clean, spec, generator) if self.random_start else torch.zeros_like(clean)
+            delta = (
+                self.threat.random_delta(clean, spec, generator, within=self.within)
+                if self.random_start
+                else torch.zeros_like(clean)
+            )
             for step in range(self.steps):
                 loss, gradient, embedding = loss_and_gradient(forward, self.objective, clean + delta, sub)
                 passes += len(active)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -153,15 +154,27 @@ class ThreatModel:
         view = (-1,) + (1,) * (gradient.dim() - 1)
         return gradient / gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(view)
 
-    def random_delta(self, x: torch.Tensor, spec: InputSpec, generator: torch.Generator) -> torch.Tensor:
-        """A random start inside the budget and the domain (uniform in the Linf box; random radius for L2)."""
+    def random_delta(
+        self, x: torch.Tensor, spec: InputSpec, generator: torch.Generator, *, within: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """A random start inside the budget and the domain (uniform in the Linf box; random radius for L2).
+
+        ``within=(start, total)``: ``x`` is rows ``start:start+len(x)`` of a batch of ``total`` rows (a
+        batch split among processes); the whole batch's draw is made and this part of it returned,
+        so each row starts where it would in one process.
+        """
         budget = self.absolute(spec)
+        start, total = within or (0, x.shape[0])
+        rows = slice(start, start + x.shape[0])
+
+        def draw(sample: Callable[..., torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+            return sample((total, *shape[1:]), generator=generator, device=x.device, dtype=x.dtype)[rows]
+
         if self.norm == "linf":
-            delta = (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * budget
-            return spec.clip_delta(x, delta)
-        direction = self.ascent(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), spec)
+            return spec.clip_delta(x, (2 * draw(torch.rand, x.shape) - 1) * budget)
+        direction = self.ascent(draw(torch.randn, x.shape), spec)
         radius_shape = x.shape[:2] + (1,) if spec.per_point_budget else (x.shape[0],) + (1,) * (x.dim() - 1)
-        radius = torch.rand(radius_shape, generator=generator, device=x.device, dtype=x.dtype) * budget
+        radius = draw(torch.rand, radius_shape) * budget
         return spec.clip_delta(x, direction * radius)
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from bindguard import distributed
 from bindguard.cli.options import CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.tables import terminal_tables
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
@@ -97,7 +98,8 @@ def calibrate_command(
     if any(value is not None for value in sizes.values()):
         settings["options"] = chosen.options | {name: value for name, value in sizes.items() if value is not None}
     chosen = chosen.with_settings(**settings)
-    with progress_bars(quiet=quiet) as progress:
+    main_rank = distributed.from_environment().main  # in a launched run, rank 0 alone prints
+    with progress_bars(quiet=quiet or not main_rank) as progress:
         calibrated = calibrate(
             model,
             data,
@@ -110,7 +112,8 @@ def calibrate_command(
             progress=progress,
         )
         if not evaluate:
-            console.print(f"calibration: {out} (use it with --calibration {out})")
+            if main_rank:
+                console.print(f"calibration: {out} (use it with --calibration {out})")
             return
         results = evaluate_calibration(
             calibrated,
@@ -123,6 +126,8 @@ def calibrate_command(
             out=out,
             progress=progress,
         )
+    if not main_rank:
+        return
     if as_json:
         output.print(json.dumps(results.to_dict(), indent=2), highlight=False, soft_wrap=True)
     else:

@@ -6,10 +6,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bindguard import distributed
 from bindguard.cli.assets import data_build, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
 from bindguard.cli.convert import convert_command
@@ -17,8 +18,11 @@ from bindguard.cli.listing import attacks_list, data_list, models_list
 from bindguard.cli.options import CalibrationOption, CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.report import report_command
 from bindguard.cli.tables import attack_table, terminal_tables
-from bindguard.cli.terminal import OneLineErrors, console, output, progress_bars, user_errors
+from bindguard.cli.terminal import OneLineErrors, console, fail, output, progress_bars, user_errors
 from bindguard.cli.terminal import settings as terminal_settings
+
+if TYPE_CHECKING:
+    from bindguard.pipeline.cost import CostEstimate
 
 app = typer.Typer(
     cls=OneLineErrors, add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -38,14 +42,25 @@ data_app.command("build")(data_build)
 tinybind_app.command("train")(tinybind_train)
 
 
+#: The commands that share their work among the processes of a launcher (torchrun).
+DISTRIBUTED_COMMANDS = ("eval", "calibrate")
+
+
 @app.callback()
 def main(
+    context: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every step (epochs, losses, attack stages) to stderr.")
     ] = False,
 ) -> None:
     """Attack, evaluate and repair unified multimodal encoders."""
     terminal_settings["verbose"] = verbose
+    if distributed.launched() and context.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        raise fail(
+            f"bindguard {context.invoked_subcommand} runs in one process, but a launcher started "
+            f"{distributed.from_environment().size}; run it without torchrun "
+            f"(commands that run on several: {', '.join(DISTRIBUTED_COMMANDS)})"
+        )
     if verbose:
         import logging
 
@@ -90,6 +105,10 @@ def evaluate(
         bool, typer.Option(help="Run the sanity checks (more steps, large eps, gradients, determinism).")
     ] = True,
     device: DeviceOption = None,
+    estimate: Annotated[
+        bool,
+        typer.Option("--estimate", help="Print the run's predicted wall time and exit; nothing runs or is written."),
+    ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -100,7 +119,18 @@ def evaluate(
     """
     from bindguard.pipeline import evaluate as run_evaluation
 
-    with progress_bars(quiet=quiet) as progress:
+    if estimate:
+        from bindguard.pipeline import estimate as estimate_run
+
+        predicted = estimate_run(
+            model, data, attacks=attacks, eps=eps, norm=norm, n=n, modalities=modalities, steps=steps,
+            square_queries=square_queries, checks=checks, batch_size=batch_size, weights=weights,
+            calibration=calibration, device=device,
+        )  # fmt: skip
+        show_estimate(predicted, as_json)
+        return
+    main_rank = distributed.from_environment().main  # in a launched run, rank 0 alone prints
+    with progress_bars(quiet=quiet or not main_rank) as progress:
         results = run_evaluation(
             model,
             data,
@@ -122,6 +152,8 @@ def evaluate(
             out=out,
             progress=progress,
         )
+    if not main_rank:
+        return
     show_results(results.to_dict(), as_json)
     console.print(f"results: {out / 'results.json'}")
 
@@ -224,6 +256,46 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def show_estimate(predicted: CostEstimate, as_json: bool) -> None:
+    """The table of ``bindguard eval --estimate``: per modality, the timed pass and the passes counted."""
+    if as_json:
+        output.print_json(
+            data={"rows": predicted.rows, "processes": predicted.processes, "least_seconds": predicted.least_seconds,
+                  "most_seconds": predicted.most_seconds}
+        )  # fmt: skip
+        return
+    from rich.table import Table
+
+    table = Table(title="predicted wall time (nothing was run or written)")
+    for column in ("modality", "samples", "ms per sample pass", "passes per sample", "check passes", "predicted"):
+        table.add_column(column, justify="left" if column == "modality" else "right")
+    for row in predicted.rows:
+        table.add_row(
+            row["modality"],
+            str(row["samples"]),
+            f"{1000 * row['seconds_per_pass']:.2f}",
+            f"{row['passes_least']:.0f}-{row['passes_most']:.0f}",
+            f"{row['check_passes']:.0f}",
+            f"{_duration(row['least_seconds'])} - {_duration(row['most_seconds'])}",
+        )
+    table.caption = (
+        f"least: every sample broken by the first attack; most: every sample robust to the end; "
+        f"{predicted.processes} process(es); one batch per modality timed on this machine"
+    )
+    output.print(table)
+    console.print(
+        f"predicted: {_duration(predicted.least_seconds)} to {_duration(predicted.most_seconds)}", highlight=False
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def show_results(results: dict, as_json: bool) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from bindguard import distributed
 from bindguard._types import Modality
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
@@ -25,15 +26,21 @@ def embed_all(
     *,
     batch_size: int = 128,
     progress: Progress | None = None,
+    shard: bool = False,
 ) -> torch.Tensor:
-    """(N, D) unit-norm embeddings of a whole modality, in batches."""
+    """(N, D) unit-norm embeddings of a whole modality, in batches.
+
+    With ``shard`` (a collective call: every rank must make it), each rank of a launched run embeds
+    its own batches and all ranks receive every embedding; one process embeds them all.
+    """
     device = encoder.device
-    chunks = []
-    for start in range(0, len(inputs), batch_size):
-        chunks.append(encoder.encode_modality(modality, inputs[start : start + batch_size].to(device)).cpu())
+    world = distributed.current() if shard else distributed.World()
+    mine = {}
+    for number, positions in distributed.my_batches(len(inputs), batch_size, world):
+        mine[number] = encoder.encode_modality(modality, inputs[positions].to(device)).cpu()
         if progress:
-            progress(modality.value, min(start + batch_size, len(inputs)), len(inputs))
-    return torch.cat(chunks)
+            progress(modality.value, positions.stop, len(inputs))
+    return torch.cat(distributed.gather_batches(mine, world))
 
 
 def _row(modality: Modality, task: str, n: int, **fields: object) -> dict:
@@ -123,7 +130,9 @@ def evaluate_clean(
     for modality in modalities:
         data = benchmark.data[modality]
         centers = benchmark_centers(encoder, benchmark, modality)
-        embeddings[modality] = embed_all(encoder, modality, data.inputs, batch_size=batch_size, progress=progress)
+        embeddings[modality] = embed_all(
+            encoder, modality, data.inputs, batch_size=batch_size, progress=progress, shard=True
+        )
         rows.append(zero_shot_row(modality, embeddings[modality], centers, data.labels))
         rows.extend(text_retrieval_rows(modality, embeddings[modality], centers, data.labels))
     for query in modalities:

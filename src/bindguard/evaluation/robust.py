@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bindguard import distributed
 from bindguard._checks import check_count, check_seed
 from bindguard._types import Modality
 from bindguard.attacks import Attack, ThreatModel, create_attack
@@ -67,6 +68,32 @@ class RobustSettings:
         check_seed(self.seed)
 
 
+class StageLedger:
+    """The finished batches of the attack now running, kept in the run state: an interrupted attack
+    resumes batch by batch, and a rank that was killed redoes only its own batches."""
+
+    def __init__(self, state: RunState, stage: str):
+        saved = state.get("batches") or {}
+        self.state, self.stage = state, stage
+        self.done: dict[str, dict] = dict(saved.get("done", {})) if saved.get("stage") == stage else {}
+
+    def get(self, number: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None:
+        saved = self.done.get(str(number))
+        if saved is None:
+            return None
+        hits = [
+            (torch.tensor(top1, dtype=torch.bool), torch.tensor(top5, dtype=torch.bool)) for top1, top5 in saved["hits"]
+        ]
+        return hits, torch.tensor(saved["norms"], dtype=torch.float32)
+
+    def put(self, number: int, hits: list[tuple[torch.Tensor, torch.Tensor]], norms: torch.Tensor) -> None:
+        self.done[str(number)] = {
+            "hits": [[top1.tolist(), top5.tolist()] for top1, top5 in hits],
+            "norms": norms.float().tolist(),
+        }
+        self.state.put("batches", {"stage": self.stage, "done": self.done})
+
+
 def _attack_in_batches(
     attack: Attack,
     encoder: Encoder,
@@ -76,10 +103,14 @@ def _attack_in_batches(
     context: ObjectiveContext,
     batch_size: int,
     judges: Sequence[Encoder] | None = None,
+    ledger: StageLedger | None = None,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """Attack the samples ``x[index]`` batch by batch and judge each adversarial batch at once.
 
-    Only one batch of inputs is in memory at a time; adversarial inputs are not kept.
+    Only one batch of inputs is in memory at a time; adversarial inputs are not kept. In a launched
+    run (a collective call) each rank attacks its own batches and every rank receives all outcomes;
+    a batch is the same samples on any number of ranks and each attack run is seeded alike, so the
+    outcomes equal one process's.
 
     Args:
         attack, encoder, modality: what attacks what.
@@ -87,23 +118,35 @@ def _attack_in_batches(
         index: (K,) the samples to attack.
         batch_size: samples per attacked batch.
         judges: encoders whose top-1/top-5 hits on the adversarial inputs are returned (default: ``encoder``).
+        ledger: where finished batches are kept and found again after an interruption.
 
     Returns:
         Per judge, (K,) top-1 and top-5 hits against ``context.centers``, and (K,) achieved norms.
     """
     judges = list(judges or [encoder])
-    hits: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in judges]
-    norms = []
-    for start in range(0, index.numel(), batch_size):
-        batch = index[start : start + batch_size]
+    mine = {}
+    for number, positions in distributed.my_batches(index.numel(), batch_size):
+        saved = ledger.get(number) if ledger is not None else None
+        if saved is not None:
+            mine[number] = saved
+            continue
+        batch = index[positions]
         result = attack.run(encoder, modality, x[batch], context.subset(batch))
-        norms.append(result.norms)
+        hits = []
         with torch.no_grad():
-            for judged, judge in zip(hits, judges, strict=True):
+            for judge in judges:
                 embedding = judge.encode_modality(modality, result.adversarial.to(judge.device), validate=False)
-                judged.append(_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
-    joined = [(torch.cat([h[0] for h in judged]), torch.cat([h[1] for h in judged])) for judged in hits]
-    return joined, torch.cat(norms)
+                hits.append(_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
+        norms = result.norms.detach().float().cpu()
+        mine[number] = (hits, norms)
+        if ledger is not None:
+            ledger.put(number, hits, norms)
+    outcomes = distributed.gather_batches(mine)
+    joined = [
+        (torch.cat([hits[j][0] for hits, _ in outcomes]), torch.cat([hits[j][1] for hits, _ in outcomes]))
+        for j in range(len(judges))
+    ]
+    return joined, torch.cat([norms for _, norms in outcomes])
 
 
 def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
@@ -181,14 +224,13 @@ def evaluate_modality_threat(
     progress: Progress | None = None,
 ) -> tuple[WorstCase, dict]:
     """Worst case of one modality under one threat; returns it and the Square outcome."""
-    clean_embeddings = embed_all(encoder, modality, x, batch_size=settings.batch_size)
+    clean_embeddings = embed_all(encoder, modality, x, batch_size=settings.batch_size, shard=True)
     context = ObjectiveContext(
         labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality)
     )
-    saved = state.get("worst")
+    saved, square_outcome = _agreed_progress(state)
     worst = WorstCase.from_json(saved) if saved else WorstCase(*_hits(center_scores(clean_embeddings, centers), labels))
     stages = _stages(settings, threat)
-    square_outcome: dict = state.get("square") or {}
     label = f"{modality.value} {threat}"
     for stage_number, (name, build, is_check) in enumerate(stages):
         if progress:
@@ -198,7 +240,10 @@ def evaluate_modality_threat(
         index = worst.active
         before_top1 = worst.top1.clone()
         if index.numel():
-            (hits,), norms = _attack_in_batches(build(), encoder, modality, x, index, context, settings.batch_size)
+            ledger = StageLedger(state, name)
+            (hits,), norms = _attack_in_batches(
+                build(), encoder, modality, x, index, context, settings.batch_size, ledger=ledger
+            )
             worst.narrow(index, *hits, norms)
         if is_check:
             square_outcome = {"broken": int((before_top1 & ~worst.top1).sum()), "queries": settings.square_queries}
@@ -211,6 +256,16 @@ def evaluate_modality_threat(
     if progress:
         progress(f"{modality.value} {threat}", len(stages), len(stages))
     return worst, square_outcome
+
+
+def _agreed_progress(state: RunState) -> tuple[dict | None, dict]:
+    """The saved worst case and Square outcome that every rank resumes from: the furthest any rank got.
+
+    Ranks save the same gathered worst case after each attack, but a rank killed between two
+    saves may be one attack behind; all take the most advanced so that they run the same attacks.
+    """
+    saved = distributed.gather((state.get("worst"), state.get("square") or {}))
+    return max(saved, key=lambda entry: len(entry[0]["after"]) if entry[0] else -1)
 
 
 def attack_notes(settings: RobustSettings, threat: ThreatModel, num_classes: int) -> list[str]:
@@ -295,7 +350,9 @@ def evaluate_robust(
         data = benchmark.data[modality]
         centers = benchmark_centers(encoder, benchmark, modality)
         spec = encoder.input_spec(modality)
-        clean_scores = center_scores(embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size), centers)
+        clean_scores = center_scores(
+            embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size, shard=True), centers
+        )
         clean_top1, clean_top5 = (float(hit.float().mean()) for hit in _hits(clean_scores, data.labels))
         checker = (
             SanityChecker(encoder, modality, data.inputs, data.labels, centers, settings) if settings.checks else None
@@ -319,7 +376,7 @@ def evaluate_robust(
             path = (
                 None
                 if state_directory is None
-                else state_directory / f"{modality.value}-{threat.norm}-{threat.eps:.8f}.json"
+                else state_directory / f"{modality.value}-{threat.norm}-{threat.eps:.8f}{_rank_suffix()}.json"
             )
             state = RunState(path, config)
             worst, square = evaluate_modality_threat(
@@ -343,6 +400,12 @@ def evaluate_robust(
             checker.check_sweep(modality_rows)
         rows.extend(modality_rows)
     return rows
+
+
+def _rank_suffix() -> str:
+    """Each rank of a launched run keeps its own state file; rank 0's is the one a single process uses."""
+    world = distributed.current()
+    return "" if world.main else f".rank{world.rank}"
 
 
 def _fingerprint(centers: torch.Tensor) -> str:

@@ -4,7 +4,7 @@ from bindguard.pipeline.attack_job import AttackedSamples, attack_samples
 from bindguard.pipeline.calibrate_job import calibrate, evaluate_calibration
 from bindguard.pipeline.certify_job import certify_samples
 from bindguard.pipeline.demo import DemoOutcome, DemoPlan, run_demo
-from bindguard.pipeline.evaluate_job import evaluate
+from bindguard.pipeline.evaluate_job import estimate, evaluate
 from bindguard.pipeline.setup import resolve_device
 from bindguard.training.recipe import CalibrationRecipe
 
@@ -16,6 +16,7 @@ __all__ = [
     "DemoOutcome",
     "DemoPlan",
     "calibrate",
+    "estimate",
     "evaluate",
     "evaluate_calibration",
     "resolve_device",

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from bindguard import distributed
 from bindguard._checks import check_count
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.data import DATASETS, Benchmark
@@ -85,6 +86,9 @@ def calibrate(
     recipe = recipe.with_settings(**recipe_options) if recipe_options else recipe
     recipe.check()
     out = check_out(out)
+    world = distributed.setup(None if device is None else str(device))
+    if world.size > 1 and out is None:
+        raise ConfigError("a launched run (torchrun) shares one calibration folder among its processes; give out=")
     check_data_name(data)
     check_count("limit", limit, 2, optional=True)
     torch.manual_seed(recipe.seed)
@@ -137,6 +141,7 @@ def evaluate_calibration(
     if not isinstance(calibrated, CalibratedEncoder) or not len(calibrated.calibrations):
         raise ConfigError("evaluate_calibration needs a calibrated encoder; fix: bindguard.calibrate(...) first")
     out = check_out(out)
+    distributed.setup(str(calibrated.device))
     check_data_name(data)
     check_count("n", n, 1, optional=True)
     trained = next(iter(calibrated.calibrations.values())).config.threat
@@ -195,8 +200,9 @@ def evaluate_calibration(
     results.provenance = provenance(
         model=calibrated, data=data_name(data), fingerprints=fingerprints, seed=seed, calibration=folder
     )
-    if out is not None:
+    if out is not None and distributed.current().main:
         results.write(out)
+    distributed.barrier()
     return results
 
 

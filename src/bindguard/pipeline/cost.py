@@ -1,15 +1,19 @@
-"""A warning before a run that would take hours: a full-size encoder on the CPU is timed on one sample first.
+"""What a run will cost before it starts: passes counted from the settings, a pass timed on this machine.
 
 Full-size ImageBind costs about 30 s for one forward+backward of one image on 2 CPU cores, so a
 100-step attack ensemble over 100 images would take weeks there. Timing one pass is cheap next
-to that, and says what this machine and model would cost before any of it is spent.
+to that, and says what this machine and model would cost before any of it is spent: a large
+encoder on the CPU is timed before every run (``warn_if_slow``), and ``estimate_cost`` (``bindguard
+eval --estimate``) predicts any run from a timed batch without running it.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -67,3 +71,100 @@ def warn_if_slow(encoder: Encoder, modalities: Sequence[Modality], *, samples: i
             passes,
         )
     return predicted
+
+
+def check_passes(settings: RobustSettings, threats: int) -> float:
+    """Forward+backward passes of the sanity checks on each of their samples: one gradient, APGD at a
+    large eps once per modality, and APGD at ``steps`` and twice that per threat."""
+    if not settings.checks:
+        return 0.0
+    return 1 + settings.steps + threats * 3 * settings.steps
+
+
+def time_batch_pass(encoder: Encoder, modality: Modality, batch: int, repeats: int = 3) -> float:
+    """Seconds of one forward+backward per sample, timed on a batch of ``batch`` mid-domain inputs
+    (after one untimed pass that warms caches and kernels; the median of ``repeats``)."""
+    spec = encoder.input_spec(modality)
+    low, high = spec.domain
+    inputs = torch.full((batch, *spec.shape), (low + high) / 2, device=encoder.device)
+    inputs = (inputs + 0.01 * (high - low) * torch.rand_like(inputs)).clamp(low, high)
+    seconds = []
+    for repeat in range(repeats + 1):
+        sample = inputs.clone().requires_grad_(True)
+        if encoder.device.type == "cuda":
+            torch.cuda.synchronize(encoder.device)
+        started = time.perf_counter()
+        embedding = encoder.encode_modality(modality, sample, validate=False)
+        torch.autograd.grad(embedding.sum(), sample)
+        if encoder.device.type == "cuda":
+            torch.cuda.synchronize(encoder.device)
+        if repeat:
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) / batch
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """A run's predicted wall time, per modality and in all, without running it.
+
+    The least is every sample broken by the first attack; the most, every sample robust to the end
+    (each attack then runs on all of them). Clean embedding and Square's queries count as a third
+    of a forward+backward each.
+    """
+
+    rows: list[dict]
+    processes: int
+
+    @property
+    def least_seconds(self) -> float:
+        return sum(row["least_seconds"] for row in self.rows)
+
+    @property
+    def most_seconds(self) -> float:
+        return sum(row["most_seconds"] for row in self.rows)
+
+
+def estimate_cost(
+    encoder: Encoder,
+    samples: dict[Modality, int],
+    settings: RobustSettings | None,
+    threats: int,
+    *,
+    batch_size: int,
+    processes: int = 1,
+) -> CostEstimate:
+    """Predict the seconds of an evaluation of ``samples`` per modality from one timed batch each.
+
+    Args:
+        encoder: the model exactly as it will run (its device, calibration and EOT included).
+        samples: test samples per modality.
+        settings: the attack settings; None for a clean evaluation.
+        threats: budgets swept.
+        batch_size: samples per pass, as the run will use.
+        processes: ranks sharing the work (torchrun); checks run on every rank.
+    """
+    rows = []
+    for modality, count in samples.items():
+        per_pass = time_batch_pass(encoder, modality, min(batch_size, max(count, 1)))
+        # forward passes of all samples: the clean rows, then per robust run the clean scores, the
+        # checks' choice of samples and one per threat
+        clean = count * (1 if settings is None else 2 + settings.checks + threats) / 3
+        least = most = checks = 0.0
+        if settings is not None:
+            first = settings.ensemble.members[0]
+            least = threats * int(first.options.get("targets", 1)) * (settings.steps if first.uses_steps else 1)
+            most = passes_per_sample(settings, threats)
+            checks = check_passes(settings, threats) * min(settings.check_samples, count)
+        rows.append(
+            {
+                "modality": modality.value,
+                "samples": count,
+                "seconds_per_pass": per_pass,
+                "passes_least": least,
+                "passes_most": most,
+                "check_passes": checks,
+                "least_seconds": per_pass * ((clean + count * least) / processes + checks),
+                "most_seconds": per_pass * ((clean + count * most) / processes + checks),
+            }
+        )
+    return CostEstimate(rows=rows, processes=processes)

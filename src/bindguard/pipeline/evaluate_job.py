@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from bindguard import distributed
 from bindguard._checks import check_count, check_seed
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
@@ -15,7 +16,7 @@ from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
 from bindguard.evaluation.results import Results
 from bindguard.evaluation.robust import evaluate_robust
-from bindguard.pipeline.cost import passes_per_sample, warn_if_slow
+from bindguard.pipeline.cost import CostEstimate, estimate_cost, passes_per_sample, warn_if_slow
 from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
     check_data_name,
@@ -62,6 +63,11 @@ def evaluate(
     measured through the EOT average of its embeddings. With ``out``, ``results.json`` is written
     there and an interrupted run resumes from ``out/state`` when called again with the same inputs.
 
+    Started by a launcher (``torchrun --nproc-per-node N``), every process runs this call: the
+    samples' batches are shared out by rank, each rank keeps its own resumable state
+    (``out/state/*.rank<R>.json``), and rank 0 writes ``results.json``, whose rows equal a single
+    process's. Every rank returns the same ``Results``.
+
     Example::
 
         results = bindguard.evaluate("tinybind", "builtin", attacks="standard", eps=["4/255"], n=100)
@@ -98,6 +104,7 @@ def evaluate(
         ConfigError, UnknownNameError, DataError: for bad options or data, before any slow work.
     """
     out = check_out(out)
+    distributed.setup(None if device is None else str(device))
     check_data_name(data)
     check_seed(seed)
     check_count("n", n, 1, optional=True)
@@ -175,6 +182,54 @@ def evaluate(
         weights=weights,
         calibration=calibration,
     )
-    if out is not None:
+    if out is not None and distributed.current().main:
         results.write(out)
+    distributed.barrier()  # results.json exists on return, whichever rank returns first
     return results
+
+
+def estimate(
+    encoder: Encoder | str = "tinybind",
+    data: Benchmark | str = "builtin",
+    *,
+    attacks: str | Ensemble | None = "standard",
+    eps: str | float | Sequence[str | float] = ("4/255",),
+    norm: str = "linf",
+    n: int | None = None,
+    modalities: str | Sequence[str] = "all",
+    steps: int = 100,
+    square_queries: int = 1000,
+    checks: bool = True,
+    check_samples: int = 32,
+    batch_size: int = 128,
+    weights: str | Path | None = None,
+    calibration: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> CostEstimate:
+    """Predict the wall time of ``evaluate`` with the same arguments, without running it.
+
+    One batch per modality is timed (forward+backward) on the model exactly as it would run, and
+    the passes the settings imply are counted; nothing is attacked and nothing is written.
+
+    Example::
+
+        cost = bindguard.estimate("tinybind", "builtin", attacks="standard", eps=["4/255"], n=1000)
+        print(cost.least_seconds, cost.most_seconds)
+    """
+    check_data_name(data)
+    check_count("n", n, 1, optional=True)
+    check_count("batch_size", batch_size, 1)
+    threats = parse_threats(eps, norm) if attacks is not None else []
+    settings = None
+    if attacks is not None:
+        settings = robust_settings(
+            attacks, threats, steps=steps, square_queries=square_queries, checks=checks,
+            check_samples=check_samples, batch_size=batch_size, seed=0,
+        )  # fmt: skip
+    model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))
+    chosen = choose_modalities(modalities, model)
+    everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
+    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
+    samples = {m: len(benchmark.data[m].labels) for m in chosen if m in benchmark.data}
+    processes = distributed.from_environment().size
+    return estimate_cost(model, samples, settings, len(threats), batch_size=batch_size, processes=processes)

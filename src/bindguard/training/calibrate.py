@@ -9,6 +9,11 @@ the objective's inner loss (zero-shot CE for ``ce``, embedding distortion for ``
 
 Training is deterministic for a recipe and seed; a checkpoint is written after every epoch, and
 a run resumed from it ends with the same calibration as an uninterrupted one.
+
+In a launched run (torchrun) each rank trains on its contiguous share of every batch under
+DistributedDataParallel, which averages the gradients; each share's loss is weighted by its size,
+and random starts are drawn for the whole batch and sliced, so N ranks take the steps of one
+process with the same batches, up to the order of floating-point sums.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+from torch.nn.parallel import DistributedDataParallel
 
+from bindguard import distributed
 from bindguard._io import atomic_write_bytes
 from bindguard._types import Modality
 from bindguard.attacks.pgd import PGD
@@ -57,7 +64,7 @@ def _scale(recipe: CalibrationRecipe, encoder: Encoder, modality: Modality) -> f
     return recipe.logit_scale if recipe.logit_scale is not None else encoder.logit_scale(modality)
 
 
-def _attack(phase: Phase, seed: int, step: int) -> PGD:
+def _attack(phase: Phase, seed: int, step: int, within: tuple[int, int] | None = None) -> PGD:
     inner = ZeroShotCE() if OBJECTIVES[phase.objective][1] == "ce" else EmbeddingDistortion()
     steps = phase.attack_steps
     return PGD(
@@ -67,14 +74,49 @@ def _attack(phase: Phase, seed: int, step: int) -> PGD:
         step_size=2.5 * phase.threat.eps / steps,
         early_stop=False,  # training wants the strongest example in the ball, not the first success
         seed=seed * 1_000_003 + step,
+        within=within,
     )
 
 
-def _noisy(encoder: Encoder, modality: Modality, phase: Phase, x: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+def _noisy(
+    encoder: Encoder,
+    modality: Modality,
+    phase: Phase,
+    x: torch.Tensor,
+    seed: int,
+    step: int,
+    within: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """A uniform random point of the phase's ball around each input, inside the domain (``distill``)."""
     spec = encoder.input_spec(modality)
     generator = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + step)
-    return x + phase.threat.random_delta(x, spec, generator)
+    return x + phase.threat.random_delta(x, spec, generator, within=within)
+
+
+class _Embedder(torch.nn.Module):
+    """The calibrated embedding as a module whose only parameters are the calibration's: what
+    DistributedDataParallel wraps, so it syncs the calibration's gradients and never the frozen backbone."""
+
+    def __init__(self, model: CalibratedEncoder, modality: Modality):
+        super().__init__()
+        self.calibration = model.calibrations[modality.value]
+        self.model = [model]  # a list: the backbone is not registered as a submodule
+        self.modality = modality
+
+    def forward(self, inputs: torch.Tensor, head_only: bool = False) -> torch.Tensor:
+        if head_only:  # the inputs are the frozen encoder's raw embeddings
+            return F.normalize(self.calibration.head(inputs), dim=-1)
+        return self.model[0].encode_modality(self.modality, inputs, validate=False)
+
+
+def _synced(embedder: _Embedder, world: distributed.World) -> torch.nn.Module:
+    """The embedder, wrapped for gradient averaging across ranks when there are several."""
+    if world.size == 1:
+        return embedder
+    device = next(embedder.calibration.parameters()).device
+    return DistributedDataParallel(
+        embedder, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+    )
 
 
 @torch.no_grad()
@@ -100,16 +142,18 @@ def _static_examples(
     phase: Phase,
     report: Progress,
 ) -> torch.Tensor:
-    adversarial = []
+    """Examples against the frozen encoder, made once; a launched run's ranks make a batch each and share them."""
+    mine = {}
     batches = math.ceil(len(x) / recipe.batch_size)
-    for number in range(batches):
+    for number, positions in distributed.my_batches(len(x), recipe.batch_size):
         report(f"{modality.value} {phase.name} static examples", number, batches)
-        index = torch.arange(number * recipe.batch_size, min((number + 1) * recipe.batch_size, len(x)))
+        index = torch.arange(positions.start, positions.stop)
         context = ObjectiveContext(
             labels=labels[index], centers=centers, clean=frozen[index], logit_scale=_scale(recipe, base, modality)
         )
-        adversarial.append(_attack(phase, recipe.seed, number).run(base, modality, x[index], context).adversarial)
-    return torch.cat(adversarial)
+        attack = _attack(phase, recipe.seed, number)
+        mine[number] = attack.run(base, modality, x[index], context).adversarial.cpu()
+    return torch.cat(distributed.gather_batches(mine))
 
 
 def _learning_rate(phase: Phase, step: int, total: int) -> float:
@@ -340,7 +384,20 @@ def _train_phase(
     base, calibration = model.base, model.calibrations[modality.value]
     device = base.device
     examples = OBJECTIVES[phase.objective][0]  # "attack", "noise" or None
+    world = distributed.current()
+    if world.size > 1 and phase.objective == "infonce":
+        raise ConfigError(
+            "objective 'infonce' contrasts each sample with the rest of its batch, which a launched run splits "
+            "among its processes; train it without torchrun, or choose ce, l2 or stable"
+        )
+    if world.size > 1 and (recipe.batch_size < world.size or 0 < len(x) % recipe.batch_size < world.size):
+        raise ConfigError(
+            f"{world.size} processes need at least one sample each of every batch, but batches of "
+            f"{recipe.batch_size} over {len(x)} samples leave {len(x) % recipe.batch_size or recipe.batch_size} in one; "
+            "fix: another --batch-size or --limit, or fewer processes"
+        )
     _train_only(calibration, phase.train)
+    embedder = _synced(_Embedder(model, modality), world)  # per phase: the parts that train may change
     cached = None
     if examples == "attack" and phase.mode == "static":
         cached = _static_examples(base, modality, x, labels, centers, frozen, recipe, phase, report)
@@ -356,28 +413,30 @@ def _train_phase(
         for step in range(steps_per_epoch):
             global_step = epoch * steps_per_epoch + step
             report(f"{modality.value} calibrate", global_step, total)  # one bar over every phase
-            index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            mine = distributed.share(len(batch), world)  # all of it in one process
+            within = (mine.start, len(batch)) if world.size > 1 else None
+            index = batch[mine]
             batch_x, batch_labels, batch_frozen = x[index].to(device), labels[index].to(device), frozen[index]
             if features is not None:
                 adversarial_raw, clean_raw = features
                 pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
-                embedded = F.normalize(calibration.head(torch.cat(pieces)), dim=-1)
+                embedded = embedder(torch.cat(pieces), head_only=True)
             else:
                 inputs = [batch_x]
                 if cached is not None:
                     inputs.append(cached[index].to(device))
                 elif examples == "noise":
-                    inputs.append(_noisy(base, modality, phase, batch_x, recipe.seed, global_step))
+                    inputs.append(_noisy(base, modality, phase, batch_x, recipe.seed, global_step, within))
                 elif examples == "attack":
                     context = ObjectiveContext(
                         labels=batch_labels, centers=centers, clean=batch_frozen, logit_scale=scale
                     )
                     calibration.requires_grad_(False)  # the attack needs input gradients only
-                    inputs.append(
-                        _attack(phase, recipe.seed, global_step).run(model, modality, batch_x, context).adversarial
-                    )
+                    attack = _attack(phase, recipe.seed, global_step, within)
+                    inputs.append(attack.run(model, modality, batch_x, context).adversarial)
                     _train_only(calibration, phase.train)
-                embedded = model.encode_modality(modality, torch.cat(inputs), validate=False)
+                embedded = embedder(torch.cat(inputs))
             clean = embedded[: len(index)]
             adversarial = embedded[len(index) :] if examples is not None else None
             loss = calibration_loss(
@@ -390,12 +449,13 @@ def _train_phase(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(phase, global_step - first_epoch * steps_per_epoch, phase_steps)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages the ranks' gradients; weighting each share by its size makes that the batch mean
+            (loss * (len(index) * world.size / len(batch))).backward()
             optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                _diverged(modality, phase, epoch, step, value, checkpoint)
-            epoch_loss += value * len(index)
+            summed = distributed.total(float(loss.detach()) * len(index), world)  # every rank stops alike
+            if not math.isfinite(summed):
+                _diverged(modality, phase, epoch, step, summed / len(batch), checkpoint)
+            epoch_loss += summed
         broken = non_finite_tensor(dict(calibration.named_parameters()))
         if broken is not None:  # checked before the checkpoint: a saved checkpoint is always a good one
             _diverged(modality, phase, epoch, steps_per_epoch - 1, float("nan"), checkpoint, tensor=broken)
@@ -405,7 +465,7 @@ def _train_phase(
             modality.value, calibration.config.method, f" ({phase.name})" if recipe.phases else "",
             epoch + 1, recipe.total_epochs, losses[-1],
         )  # fmt: skip
-        if checkpoint is not None:
+        if checkpoint is not None and world.main:
             _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
 
 
@@ -426,10 +486,12 @@ def calibrate_modalities(
     """
     out = Path(out)
     created = not out.exists()
+    distributed.barrier()  # every rank has looked before rank 0 creates it
     try:
         _calibrate_into(base, train, modalities, recipe, out, progress)
     finally:  # a run that failed before saving anything leaves no empty folders behind
-        for folder in (out / "checkpoints", out) if created else (out / "checkpoints",):
+        leftovers = (out / "checkpoints", out) if created else (out / "checkpoints",)
+        for folder in leftovers if distributed.current().main else ():
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
     calibrated = CalibratedEncoder.from_pretrained(base, out)
@@ -482,11 +544,13 @@ def _calibrate_into(
             progress=progress,
             data_fingerprint=fingerprint,
         )
-        write_calibrations(
-            out,
-            encoder=base.identity,
-            embed_dim=base.embed_dim,
-            encoder_parameters=base.num_parameters(),
-            modules={modality.value: outcome.calibration},
-        )
-        checkpoint.unlink(missing_ok=True)
+        if distributed.current().main:
+            write_calibrations(
+                out,
+                encoder=base.identity,
+                embed_dim=base.embed_dim,
+                encoder_parameters=base.num_parameters(),
+                modules={modality.value: outcome.calibration},
+            )
+            checkpoint.unlink(missing_ok=True)
+        distributed.barrier()  # the others read it once it is written

@@ -292,3 +292,53 @@ def test_a_square_member_of_an_ensemble_runs_with_the_run_query_budget() -> None
     square = parse_ensemble("apgd-ce,square").members[1]
     assert square.build(ThreatModel.linf("4/255"), steps=2, seed=0, square_queries=7).queries == 7
     assert square.build(ThreatModel.linf("4/255"), steps=2, seed=0).queries == 1000  # the attack's own default
+
+
+def test_bfloat16_attacks_are_judged_in_float32_and_disagreements_are_flagged(tinybind, small_benchmark) -> None:
+    from dataclasses import replace
+
+    threat = [ThreatModel.linf("1/255")]
+    full = evaluate_robust(tinybind, small_benchmark, threat, modalities=[Modality.IMAGE], settings=QUICK)[0]
+    low = replace(QUICK, precision="bfloat16")
+    row = evaluate_robust(tinybind, small_benchmark, threat, modalities=[Modality.IMAGE], settings=low)[0]
+    assert "precision" not in full and row["precision"] == "bfloat16"
+    assert 0 <= row["bf16_disagreements"] <= row["n"]
+    assert ("bf16-disagrees" in row["flags"]) == (row["bf16_disagreements"] > 0)
+    assert row["clean_top1"] == full["clean_top1"]  # clean verdicts are never made in bfloat16
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'; allowed: float32, bfloat16"):
+        RobustSettings(precision="fp8")
+
+
+def test_a_batch_out_of_memory_is_attacked_in_halves(tinybind, small_benchmark, monkeypatch, caplog) -> None:
+    """A batch above 2 samples 'runs out of memory': it is split down to pairs; every sample is still judged."""
+    import logging
+
+    original = Attack.run
+
+    def run(self, encoder, modality, x, context):
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, encoder, modality, x, context)
+
+    monkeypatch.setattr(Attack, "run", run)
+    with caplog.at_level(logging.WARNING):
+        row = evaluate_robust(
+            tinybind, small_benchmark, [ThreatModel.linf("4/255")], modalities=[Modality.IMAGE], settings=QUICK
+        )[0]
+    assert row["n"] == 8 and row["top1"] < row["clean_top1"]
+    assert "out of memory attacking 8 samples at once; attacking them as 4 and 4" in caplog.text
+    assert "attacking 4 samples at once; attacking them as 2 and 2" in caplog.text
+
+
+def test_a_single_sample_out_of_memory_is_raised(tinybind, small_benchmark, monkeypatch) -> None:
+    def run(self, encoder, modality, x, context):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Attack, "run", run)
+    with pytest.raises(torch.OutOfMemoryError):
+        evaluate_robust(
+            tinybind, small_benchmark, [ThreatModel.linf("4/255")], modalities=[Modality.IMAGE], settings=QUICK
+        )

@@ -105,6 +105,12 @@ def evaluate(
         bool, typer.Option(help="Run the sanity checks (more steps, large eps, gradients, determinism).")
     ] = True,
     device: DeviceOption = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="float32, or bfloat16 for the attack iterations (decisions re-made in float32, flagged if they differ)."
+        ),
+    ] = "float32",
     estimate: Annotated[
         bool,
         typer.Option("--estimate", help="Print the run's predicted wall time and exit; nothing runs or is written."),
@@ -149,6 +155,7 @@ def evaluate(
             centers=centers,
             center_rule=center_rule,
             device=device,
+            precision=precision,
             out=out,
             progress=progress,
         )

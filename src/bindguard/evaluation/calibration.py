@@ -68,7 +68,7 @@ def transfer_worst_cases(
     for number, (name, build, _) in enumerate(stages):
         if progress:
             progress(f"{modality.value} {threat} transfer", number, len(stages))
-        (on_base, on_calibrated), norms = _attack_in_batches(
+        (on_base, on_calibrated), norms, _ = _attack_in_batches(
             build(), base, modality, x, everything, context, settings.batch_size, judges=[base, calibrated]
         )
         before.narrow(everything, *on_base, norms)

@@ -6,6 +6,8 @@
 - ``rises-with-steps`` / ``not-converged``: APGD with twice the steps gives higher / clearly lower accuracy.
 - ``rises-with-eps``: robust top-1 or top-5 accuracy grows with the budget.
 - ``black-box-beats-white-box``: Square broke samples that every gradient attack missed.
+- ``bf16-disagrees``: attacked in bfloat16, some adversarial inputs got another top-1 verdict in
+  float32 (the float32 verdict is the one counted; set by the robust evaluation).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from bindguard.objectives.base import center_scores
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,12 @@ class RobustSettings:
         square_queries: queries of the Square check (0 disables it).
         checks: run the sanity checks (more steps, large eps, gradients, determinism).
         check_samples: samples used by the costlier checks.
-        batch_size: samples attacked at once.
+        batch_size: samples attacked at once (a batch that runs out of accelerator memory is
+            attacked in halves).
         seed: seeds every attack.
+        precision: ``float32``, or ``bfloat16`` for the attack iterations (autocast); every
+            decision is then re-made in float32, and a sample whose top-1 verdict differs between
+            the two raises the ``bf16-disagrees`` flag.
     """
 
     ensemble: Ensemble = STANDARD_ENSEMBLE
@@ -57,6 +62,7 @@ class RobustSettings:
     check_samples: int = 32
     batch_size: int = 64
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if not isinstance(self.ensemble, Ensemble):
@@ -66,6 +72,8 @@ class RobustSettings:
         check_count("check_samples", self.check_samples, 1)
         check_count("batch_size", self.batch_size, 1)
         check_seed(self.seed)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
 
 
 class StageLedger:
@@ -77,21 +85,59 @@ class StageLedger:
         self.state, self.stage = state, stage
         self.done: dict[str, dict] = dict(saved.get("done", {})) if saved.get("stage") == stage else {}
 
-    def get(self, number: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None:
+    def get(self, number: int) -> BatchOutcome | None:
         saved = self.done.get(str(number))
         if saved is None:
             return None
         hits = [
             (torch.tensor(top1, dtype=torch.bool), torch.tensor(top5, dtype=torch.bool)) for top1, top5 in saved["hits"]
         ]
-        return hits, torch.tensor(saved["norms"], dtype=torch.float32)
+        return BatchOutcome(hits, torch.tensor(saved["norms"], dtype=torch.float32), saved["disagreements"])
 
-    def put(self, number: int, hits: list[tuple[torch.Tensor, torch.Tensor]], norms: torch.Tensor) -> None:
+    def put(self, number: int, outcome: BatchOutcome) -> None:
         self.done[str(number)] = {
-            "hits": [[top1.tolist(), top5.tolist()] for top1, top5 in hits],
-            "norms": norms.float().tolist(),
+            "hits": [[top1.tolist(), top5.tolist()] for top1, top5 in outcome.hits],
+            "norms": outcome.norms.float().tolist(),
+            "disagreements": outcome.disagreements,
         }
         self.state.put("batches", {"stage": self.stage, "done": self.done})
+
+
+@dataclass
+class BatchOutcome:
+    """One attacked batch: per judge (top-1, top-5) hits, achieved norms, and how many samples' top-1
+    verdict differed between bfloat16 and float32 (0 in float32)."""
+
+    hits: list[tuple[torch.Tensor, torch.Tensor]]
+    norms: torch.Tensor
+    disagreements: int = 0
+
+
+def _attack_fitting(
+    attack: Attack, encoder: Encoder, modality: Modality, x: torch.Tensor, context: ObjectiveContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(adversarial, norms) of a batch; one that runs out of accelerator memory is attacked in halves
+    (each half seeded as a batch of its own), down to single samples. Finished batches are kept."""
+    try:
+        result = attack.run(encoder, modality, x, context)
+        return result.adversarial, result.norms.detach().float().cpu()
+    except torch.OutOfMemoryError:
+        if x.shape[0] == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = x.shape[0] // 2
+    logger.warning(
+        "out of memory attacking %d samples at once; attacking them as %d and %d", x.shape[0], half, x.shape[0] - half
+    )
+    parts = [torch.arange(half), torch.arange(half, x.shape[0])]
+    done = [_attack_fitting(attack, encoder, modality, x[part], context.subset(part)) for part in parts]
+    return torch.cat([adversarial for adversarial, _ in done]), torch.cat([norms for _, norms in done])
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast for the attack's iterations when asked for; a no-op in float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def _attack_in_batches(
@@ -104,7 +150,8 @@ def _attack_in_batches(
     batch_size: int,
     judges: Sequence[Encoder] | None = None,
     ledger: StageLedger | None = None,
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    precision: str = "float32",
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, int]:
     """Attack the samples ``x[index]`` batch by batch and judge each adversarial batch at once.
 
     Only one batch of inputs is in memory at a time; adversarial inputs are not kept. In a launched
@@ -119,9 +166,11 @@ def _attack_in_batches(
         batch_size: samples per attacked batch.
         judges: encoders whose top-1/top-5 hits on the adversarial inputs are returned (default: ``encoder``).
         ledger: where finished batches are kept and found again after an interruption.
+        precision: ``bfloat16`` runs the attack under autocast; the judges decide in float32.
 
     Returns:
-        Per judge, (K,) top-1 and top-5 hits against ``context.centers``, and (K,) achieved norms.
+        Per judge, (K,) top-1 and top-5 hits against ``context.centers``; (K,) achieved norms; and
+        how many samples' top-1 verdict by the first judge differs in bfloat16.
     """
     judges = list(judges or [encoder])
     mine = {}
@@ -131,22 +180,27 @@ def _attack_in_batches(
             mine[number] = saved
             continue
         batch = index[positions]
-        result = attack.run(encoder, modality, x[batch], context.subset(batch))
-        hits = []
+        with _autocast(encoder.device, precision):
+            adversarial, norms = _attack_fitting(attack, encoder, modality, x[batch], context.subset(batch))
+        hits, disagreements = [], 0
         with torch.no_grad():
             for judge in judges:
-                embedding = judge.encode_modality(modality, result.adversarial.to(judge.device), validate=False)
+                embedding = judge.encode_modality(modality, adversarial.to(judge.device), validate=False)
                 hits.append(_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
-        norms = result.norms.detach().float().cpu()
-        mine[number] = (hits, norms)
+            if precision == "bfloat16":
+                with _autocast(encoder.device, precision):
+                    embedding = judges[0].encode_modality(modality, adversarial.to(judges[0].device), validate=False)
+                low = _hits(center_scores(embedding.float().cpu(), context.centers), context.labels[batch])[0]
+                disagreements = int((low != hits[0][0]).sum())
+        mine[number] = BatchOutcome(hits, norms, disagreements)
         if ledger is not None:
-            ledger.put(number, hits, norms)
+            ledger.put(number, mine[number])
     outcomes = distributed.gather_batches(mine)
     joined = [
-        (torch.cat([hits[j][0] for hits, _ in outcomes]), torch.cat([hits[j][1] for hits, _ in outcomes]))
+        (torch.cat([o.hits[j][0] for o in outcomes]), torch.cat([o.hits[j][1] for o in outcomes]))
         for j in range(len(judges))
     ]
-    return joined, torch.cat([norms for _, norms in outcomes])
+    return joined, torch.cat([o.norms for o in outcomes]), sum(o.disagreements for o in outcomes)
 
 
 def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
@@ -179,6 +233,7 @@ class WorstCase:
         self.top1, self.top5 = top1.clone(), top5.clone()
         self.max_norm = torch.zeros(top1.shape[0])
         self.after: dict[str, float] = {}
+        self.disagreements = 0  # attacked samples whose top-1 verdict differed between bfloat16 and float32
 
     @property
     def active(self) -> torch.Tensor:
@@ -196,6 +251,7 @@ class WorstCase:
             "top5": self.top5.tolist(),
             "max_norm": self.max_norm.tolist(),
             "after": self.after,
+            "disagreements": self.disagreements,
         }
 
     @classmethod
@@ -203,6 +259,7 @@ class WorstCase:
         worst = cls(torch.tensor(saved["top1"]), torch.tensor(saved["top5"]))
         worst.max_norm = torch.tensor(saved["max_norm"])
         worst.after = dict(saved["after"])
+        worst.disagreements = int(saved.get("disagreements", 0))
         return worst
 
 
@@ -241,10 +298,12 @@ def evaluate_modality_threat(
         before_top1 = worst.top1.clone()
         if index.numel():
             ledger = StageLedger(state, name)
-            (hits,), norms = _attack_in_batches(
-                build(), encoder, modality, x, index, context, settings.batch_size, ledger=ledger
-            )
+            (hits,), norms, disagreements = _attack_in_batches(
+                build(), encoder, modality, x, index, context, settings.batch_size, ledger=ledger,
+                precision=settings.precision,
+            )  # fmt: skip
             worst.narrow(index, *hits, norms)
+            worst.disagreements += disagreements
         if is_check:
             square_outcome = {"broken": int((before_top1 & ~worst.top1).sum()), "queries": settings.square_queries}
             state.put("square", square_outcome)
@@ -313,6 +372,12 @@ def robust_row(
         "square": square,
         "flags": [],
         "notes": attack_notes(settings, threat, num_classes),
+        # attacked in bfloat16: how many samples' top-1 verdict differed from float32's (which stands)
+        **(
+            {}
+            if settings.precision == "float32"
+            else {"precision": settings.precision, "bf16_disagreements": worst.disagreements}
+        ),
     }
 
 
@@ -371,6 +436,8 @@ def evaluate_robust(
                 "n": len(data),
                 "checks": [settings.checks, settings.check_samples],
                 "batch_size": settings.batch_size,
+                # float32 runs keep the key they had before precision was a setting
+                **({} if settings.precision == "float32" else {"precision": settings.precision}),
                 "centers": _fingerprint(centers),  # class names, templates and text tower, by what they give
             }
             path = (
@@ -395,6 +462,8 @@ def evaluate_robust(
             )
             if checker is not None:
                 row["flags"], row["checks"] = checker.check_threat(threat, row, state)
+            if worst.disagreements:
+                row["flags"].append("bf16-disagrees")  # the float32 verdicts stand; bfloat16 steered the attack
             modality_rows.append(row)
         if checker is not None:
             checker.check_sweep(modality_rows)

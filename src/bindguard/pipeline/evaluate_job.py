@@ -48,6 +48,7 @@ def evaluate(
     check_samples: int = 32,
     batch_size: int = 128,
     seed: int = 0,
+    precision: str = "float32",
     weights: str | Path | None = None,
     calibration: str | Path | None = None,
     centers: str | Path | None = None,
@@ -88,6 +89,8 @@ def evaluate(
         check_samples: samples the costlier checks use.
         batch_size: samples per forward pass and per attacked batch.
         seed: seeds data order, attacks and checks.
+        precision: ``float32``, or ``bfloat16`` for the attack iterations (autocast, where the
+            device supports it); decisions are re-made in float32 and disagreements flagged.
         weights: trained parts for an encoder built by name (e.g. TinyBind's ``--weights``).
         calibration: a calibration folder to apply.
         centers: a class-centers file, (C, K, D) description embeddings per class (UniBind-style,
@@ -121,6 +124,7 @@ def evaluate(
             check_samples=check_samples,
             batch_size=batch_size,
             seed=seed,
+            precision=precision,
         )
     torch.manual_seed(seed)
     model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))
@@ -162,6 +166,7 @@ def evaluate(
             "square_queries": settings.square_queries,
             "checks": settings.checks,
             "threats": [str(t) for t in threats],
+            "precision": settings.precision,
         },
         "modalities": [m.value for m in chosen],
         "n": n,

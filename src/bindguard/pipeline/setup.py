@@ -171,6 +171,7 @@ def robust_settings(
     check_samples: int,
     batch_size: int,
     seed: int,
+    precision: str = "float32",
 ) -> RobustSettings:
     """Parse and check the attack options; unsupported norms fail here, by attack name."""
     for name, value, least in (
@@ -192,6 +193,7 @@ def robust_settings(
         check_samples=check_samples,
         batch_size=batch_size,
         seed=seed,
+        precision=precision,
     )
 
 

@@ -22,6 +22,7 @@ FLAG_MEANINGS = {
     "not-converged": "accuracy drops clearly with twice the steps; more steps are needed",
     "rises-with-eps": "robust accuracy grows with the budget",
     "black-box-beats-white-box": "the black-box Square attack broke samples every gradient attack missed",
+    "bf16-disagrees": "attacked in bfloat16, some adversarial inputs were judged differently in float32 (float32 counts)",
 }
 
 # The page forbids every fetch except inline data, so a report cannot reach the network even by mistake.

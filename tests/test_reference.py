@@ -268,3 +268,57 @@ def test_apgd_ce_is_at_least_as_strong_as_pgd_at_equal_steps(tinybind, zero_shot
         f"{apgd_result.forward_passes} passes) vs {pgd_robust}/{len(x)} (PGD, {pgd_result.forward_passes} passes)"
     )
     assert apgd_robust <= pgd_robust
+
+
+# ---------------------------------------------------------------- 4. AutoAttack, the reference implementation
+
+
+@pytest.fixture(scope="module")
+def autoattack():
+    return _require("pyautoattack", "pip install -e '.[dev]' (pyautoattack==0.2.0)")
+
+
+def _their_apgd(autoattack: ModuleType, model: nn.Module, attack: str, eps: float, **options: int):
+    """AutoAttack with one attack at ``STEPS`` iterations (its ``custom`` version), seed 0."""
+    reference = autoattack.AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=[attack], seed=0)
+    reference.verbose = False
+    for engine in (reference.apgd, reference.apgd_targeted):
+        engine.n_iter = STEPS
+        for name, value in options.items():
+            setattr(engine, name, value)
+    return reference
+
+
+@pytest.mark.parametrize("eps_255", [1, 2])
+def test_zero_shot_apgd_is_at_least_as_strong_as_autoattack(autoattack, tinybind, zero_shot, eps_255) -> None:
+    """APGD-CE and APGD-T (3 targets), ours against AutoAttack's, at equal iterations on the same logits."""
+    x, labels, context, model = zero_shot
+    eps = eps_255 / 255
+    for name, options in (("apgd-ce", {}), ("apgd-t", {"n_target_classes": 3})):
+        _, predicted = _their_apgd(autoattack, model, name, eps, **options).run_standard_evaluation(
+            x, labels, batch_size=len(x)
+        )
+        their_robust = int((predicted == labels).sum())
+        ours = create_attack(name, threat=ThreatModel.linf(eps), steps=STEPS).run(tinybind, Modality.IMAGE, x, context)
+        our_robust = robust_count(model, ours.adversarial, labels)
+        print(
+            f"\nTinyBind image eps={eps_255}/255 {name}-{STEPS}: robust {our_robust} (ours) vs {their_robust} (AutoAttack)"
+        )
+        assert our_robust <= their_robust
+
+
+def test_apgd_on_a_classifier_is_at_least_as_strong_as_autoattack(autoattack, lite0, photos) -> None:
+    x, labels = photos
+    eps = 0.25 / 255  # at 1/255 both break all eight photos: nothing to compare
+    _, predicted = _their_apgd(autoattack, lite0, "apgd-ce", eps).run_standard_evaluation(x, labels, batch_size=len(x))
+    lite0.seen.clear()
+    their_robust = int((predicted == labels).sum())
+    encoder = ClassifierEncoder(
+        lite0.model, height=SIDE, width=SIDE, classes=1000, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    ).eval()
+    attack = create_attack("apgd-ce", threat=ThreatModel.linf(eps), objective=LogitCE(), steps=STEPS)
+    ours = attack.run(encoder, Modality.IMAGE, x, ObjectiveContext(labels=labels))
+    our_robust = robust_count(lite0, ours.adversarial, labels)
+    lite0.seen.clear()
+    print(f"\nLite0 eps=0.25/255 APGD-CE-{STEPS}: robust {our_robust}/{len(x)} (ours) vs {their_robust} (AutoAttack)")
+    assert our_robust <= their_robust

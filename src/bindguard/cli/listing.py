@@ -45,11 +45,12 @@ def _print_listing(rows: list[dict], as_json: bool, title: str) -> None:
     if as_json:
         output.print_json(data=rows)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
     for column in ("name", "extra", "description"):
         table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], row["extra"] or "-", row["description"])
+    for row in rows:  # descriptions show layouts such as ROOT/[train/]CLASS/: text, not markup
+        table.add_row(escape(row["name"]), row["extra"] or "-", escape(row["description"]))
     output.print(table)

@@ -15,7 +15,16 @@ from bindguard.cli.assets import data_build, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
 from bindguard.cli.convert import convert_command
 from bindguard.cli.listing import attacks_list, data_list, models_list
-from bindguard.cli.options import CalibrationOption, CheckpointOption, DeviceOption, JsonOption, QuietOption
+from bindguard.cli.options import (
+    CalibrationOption,
+    CheckpointOption,
+    DataRootOption,
+    DeviceOption,
+    JsonOption,
+    QuietOption,
+    SkipBadFilesOption,
+    TemplatesOption,
+)
 from bindguard.cli.report import report_command
 from bindguard.cli.tables import attack_table, terminal_tables
 from bindguard.cli.terminal import OneLineErrors, console, fail, output, progress_bars, user_errors
@@ -78,6 +87,9 @@ def evaluate(
     data: Annotated[
         str, typer.Option(help="Data set name (bindguard data list) or a .safetensors data file.")
     ] = "builtin",
+    data_root: DataRootOption = None,
+    skip_bad_files: SkipBadFilesOption = False,
+    templates: TemplatesOption = None,
     modalities: Annotated[str, typer.Option(help="Comma-separated modalities, or 'all'.")] = "all",
     n: Annotated[int | None, typer.Option(min=1, help="At most this many samples per modality.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
@@ -129,7 +141,7 @@ def evaluate(
         from bindguard.pipeline import estimate as estimate_run
 
         predicted = estimate_run(
-            model, data, attacks=attacks, eps=eps, norm=norm, n=n, modalities=modalities, steps=steps,
+            model, data, data_root=data_root, skip_bad_files=skip_bad_files, templates=templates, attacks=attacks, eps=eps, norm=norm, n=n, modalities=modalities, steps=steps,
             square_queries=square_queries, checks=checks, batch_size=batch_size, weights=weights,
             calibration=calibration, device=device,
         )  # fmt: skip
@@ -140,6 +152,9 @@ def evaluate(
         results = run_evaluation(
             model,
             data,
+            data_root=data_root,
+            skip_bad_files=skip_bad_files,
+            templates=templates,
             attacks=attacks,
             eps=eps,
             norm=norm,

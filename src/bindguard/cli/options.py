@@ -25,3 +25,17 @@ CheckpointOption = Annotated[
         help="The encoder's weights: a checkpoint file or folder (TinyBind: trained parts instead of the shipped ones).",
     ),
 ]
+DataRootOption = Annotated[
+    Path | None,
+    typer.Option(help="The folder of a data set read from files, in its published layout (bindguard data list)."),
+]
+SkipBadFilesOption = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-files", help="Leave unreadable files of such a data set out (counted) instead of stopping."
+    ),
+]
+TemplatesOption = Annotated[
+    Path | None,
+    typer.Option(help='Prompt templates per modality for such a data set, JSON: {"image": ["a photo of a {}."]}.'),
+]

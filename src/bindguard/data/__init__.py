@@ -16,6 +16,29 @@ DATASETS.register(
     "bindguard.data.builtin.benchmark:load_builtin",
     description="ten digits in image, video, audio, point, depth, thermal (scikit-learn glyphs, espeak-ng voices)",
 )
+# Data sets read from the user's files (--data-root PATH), in the layouts they are published in.
+_FOLDERS = "ROOT/[train|test|val/]CLASS/"
+for _name, _target, _description, _extra in (
+    ("image-folders", "folders:load_image_folders", f"image: ImageNet-style class folders, {_FOLDERS}*.jpg|png", None),
+    (
+        "thermal-folders",
+        "folders:load_thermal_folders",
+        f"thermal: LLVIP-style infrared images, {_FOLDERS}*.jpg|png",
+        None,
+    ),
+    ("depth-folders", "folders:load_depth_folders", f"depth: NYU-D/SUN-D 16-bit PNG depth (mm), {_FOLDERS}*.png", None),
+    ("audio-folders", "folders:load_audio_folders", f"audio: class folders of sound files, {_FOLDERS}*.wav|flac", None),
+    (
+        "video-folders",
+        "folders:load_video_folders",
+        f"video: UCF-101/Kinetics class folders, {_FOLDERS}*.mp4|avi",
+        "data",
+    ),
+    ("esc50", "esc50:load_esc50", "audio: ESC-50, ROOT/meta/esc50.csv + ROOT/audio/*.wav; test = fold 5", None),
+    ("modelnet40", "modelnet:load_modelnet40", "point: ModelNet40 meshes, ROOT/CLASS/train|test/*.off", None),
+    ("modelnet40-h5", "modelnet:load_modelnet40_h5", "point: ModelNet40 HDF5 export, ROOT/ply_data_*.h5", "data"),
+):
+    DATASETS.register(_name, f"bindguard.data.{_target}", description=_description, extra=_extra)
 
 
 def check_data_source(name: object) -> str:

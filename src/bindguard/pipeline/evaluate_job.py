@@ -19,6 +19,7 @@ from bindguard.evaluation.robust import evaluate_robust
 from bindguard.pipeline.cost import CostEstimate, estimate_cost, passes_per_sample, warn_if_slow
 from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
+    FileOptions,
     check_data_name,
     check_out,
     choose_modalities,
@@ -37,6 +38,9 @@ def evaluate(
     encoder: Encoder | str = "tinybind",
     data: Benchmark | str = "builtin",
     *,
+    data_root: str | Path | None = None,
+    skip_bad_files: bool = False,
+    templates: str | Path | None = None,
     attacks: str | Ensemble | None = "standard",
     eps: str | float | Sequence[str | float] = ("4/255",),
     norm: str = "linf",
@@ -78,6 +82,9 @@ def evaluate(
     Args:
         encoder: a registered name (``bindguard models list``) or an ``Encoder``.
         data: a registered data set, a ``.safetensors`` data file, or a ``Benchmark``.
+        data_root: the folder of a data set read from files (``bindguard data list`` shows each layout).
+        skip_bad_files: leave unreadable files of such a data set out (counted in a warning) instead of stopping.
+        templates: a JSON file of prompt templates per modality for such a data set (default: the shipped ones).
         attacks: ``"standard"``, comma-separated attack names, an ``Ensemble``, or None for clean only.
         eps: budgets relative to each domain's range, e.g. ``["1/255", "4/255"]`` or ``"1/255,4/255"``.
         norm: ``linf`` or ``l2``.
@@ -130,7 +137,8 @@ def evaluate(
     model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))
     chosen = choose_modalities(modalities, model)
     everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
-    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
+    files = FileOptions(data_root, skip_bad_files, templates)
+    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything, files=files)
     benchmark = with_class_centers(benchmark, model, centers, center_rule)
     chosen = [m for m in chosen if m in benchmark.data]
     fingerprints = data_fingerprints(benchmark, batch_size=batch_size)
@@ -197,6 +205,9 @@ def estimate(
     encoder: Encoder | str = "tinybind",
     data: Benchmark | str = "builtin",
     *,
+    data_root: str | Path | None = None,
+    skip_bad_files: bool = False,
+    templates: str | Path | None = None,
     attacks: str | Ensemble | None = "standard",
     eps: str | float | Sequence[str | float] = ("4/255",),
     norm: str = "linf",
@@ -234,7 +245,8 @@ def estimate(
     model = with_expectation(load_encoder(encoder, weights=weights, calibration=calibration, device=device))
     chosen = choose_modalities(modalities, model)
     everything = isinstance(modalities, str) and modalities.strip().lower() == "all"
-    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything)
+    files = FileOptions(data_root, skip_bad_files, templates)
+    benchmark = load_data(data, model, chosen, split="test", limit=n, required=not everything, files=files)
     samples = {m: len(benchmark.data[m].labels) for m in chosen if m in benchmark.data}
     processes = distributed.from_environment().size
     return estimate_cost(model, samples, settings, len(threats), batch_size=batch_size, processes=processes)

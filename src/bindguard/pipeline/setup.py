@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,6 +89,22 @@ def choose_modalities(modalities: str | Sequence[str | Modality], encoder: Encod
     return parse_modalities([m.value for m in chosen], available=available)
 
 
+@dataclass(frozen=True)
+class FileOptions:
+    """How to read a data set from the user's files (``bindguard data list``): its folder, and options."""
+
+    data_root: str | Path | None = None
+    skip_bad_files: bool = False
+    templates: str | Path | None = None
+
+    def options(self) -> dict:
+        """The loader options that are set (a built-in data set takes none of them)."""
+        chosen = {"data_root": self.data_root, "templates": None if self.templates is None else Path(self.templates)}
+        return {k: v for k, v in chosen.items() if v is not None} | (
+            {"skip_bad_files": True} if self.skip_bad_files else {}
+        )
+
+
 def load_data(
     data: Benchmark | str,
     encoder: Encoder,
@@ -96,6 +113,7 @@ def load_data(
     split: str,
     limit: int | None,
     required: bool,
+    files: FileOptions | None = None,
 ) -> Benchmark:
     """The data for ``modalities``, rendered at the encoder's input spec where the data set can render.
 
@@ -106,6 +124,7 @@ def load_data(
         split: ``train`` or ``test``.
         limit: at most this many samples per modality.
         required: every modality must be present (the user named them); otherwise absent ones are dropped.
+        files: where a data set read from files lives, and how to treat its unreadable files.
 
     Raises:
         DataError: when a required modality is absent.
@@ -129,6 +148,7 @@ def load_data(
             shapes={m: spec.shape for m, spec in specs.items()},
             sample_rate=rates.pop() if rates else None,
             **checks,
+            **(files.options() if files is not None else {}),
         )
     absent = [m.value for m in modalities if m not in benchmark.data]
     if absent and required:

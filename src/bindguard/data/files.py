@@ -1,0 +1,148 @@
+"""Labelled media files turned into a ``Benchmark``: class order, limits, templates and unreadable files.
+
+A loader lists its files with their classes (``LabelledFiles``); ``decode_benchmark`` decodes each
+into the encoder's raw domain (``data.media``). With ``limit``, samples are taken round-robin over
+the classes (each class's files in name order), so the first n cover every class. An unreadable
+file stops the load with one line naming it, or, with ``skip_bad_files``, is left out and counted
+in a warning that names the first few.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from bindguard._types import Modality
+from bindguard.data.builtin.benchmark import Benchmark, ModalityData
+from bindguard.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class LabelledFiles:
+    """Files of one modality and split with their class indices into ``class_names``."""
+
+    files: list[Path]
+    labels: list[int]
+    class_names: tuple[str, ...]
+
+
+def class_name(folder: str) -> str:
+    """A folder or category name as prompt text: ``crackling_fire`` -> ``crackling fire``."""
+    return " ".join(folder.replace("_", " ").replace("-", " ").split())
+
+
+def templates_for(modality: Modality, path: Path | None = None) -> tuple[str, ...]:
+    """The prompt templates of a modality: from ``path`` (JSON ``{modality: [...]}``) or the shipped file."""
+    if path is None:
+        text = resources.files("bindguard.data").joinpath("sets/templates.json").read_text()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise DataError(f"templates file {path} cannot be read ({error}); give a JSON file") from error
+    try:
+        chosen = json.loads(text)[modality.value]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DataError(
+            f"templates file {path}: no list of templates for {modality.value!r} ({error}); "
+            'fix: a JSON object like {"image": ["a photo of a {}."]}'
+        ) from error
+    if not chosen or not all(isinstance(t, str) and "{}" in t for t in chosen):
+        raise DataError(f"templates file {path}: every {modality.value} template must be text with one {{}}")
+    return tuple(chosen)
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    return split
+
+
+def check_root(data_root: str | Path | None, name: str) -> Path:
+    """The ``--data-root`` folder, which must exist."""
+    if data_root is None:
+        raise ConfigError(f"data set {name!r} is read from files; give their folder with --data-root PATH")
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"--data-root {root} is not a folder; give the folder that holds the {name} files")
+    return root
+
+
+def round_robin(listed: LabelledFiles) -> list[int]:
+    """Positions ordered class by class in turns: class 0's first file, class 1's first, ..., then seconds."""
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(listed.labels):
+        by_class.setdefault(label, []).append(position)
+    queues = [by_class[label] for label in sorted(by_class)]
+    order = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        order += [queue[turn] for queue in queues if turn < len(queue)]
+    return order
+
+
+def decode_benchmark(
+    name: str,
+    split: str,
+    modality: Modality,
+    listed: LabelledFiles,
+    decode: Callable[[Path], torch.Tensor],
+    *,
+    limit: int | None,
+    skip_bad_files: bool,
+    templates: Path | None = None,
+) -> Benchmark:
+    """Decode the listed files (at most ``limit``, round-robin over classes) into a one-modality ``Benchmark``."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    if not listed.files:
+        raise DataError(f"data set {name!r} ({split}) lists no {modality.value} files")
+    inputs, labels, bad = [], [], []
+    for position in round_robin(listed):
+        if limit is not None and len(inputs) == limit:
+            break
+        path = listed.files[position]
+        try:
+            inputs.append(decode(path))
+        except DataError as error:
+            if not skip_bad_files:
+                raise
+            bad.append(str(error).split(";")[0])
+            continue
+        labels.append(listed.labels[position])
+    if bad:
+        logger.warning(
+            "left out %d unreadable file(s) of %s (--skip-bad-files): %s%s",
+            len(bad), name, "; ".join(bad[:3]), " ..." if len(bad) > 3 else "",
+        )  # fmt: skip
+    if not inputs:
+        raise DataError(f"data set {name!r} ({split}): none of its {modality.value} files could be read")
+    data = ModalityData(
+        inputs=torch.stack(inputs),
+        labels=torch.tensor(labels, dtype=torch.long),
+        instance_ids=torch.arange(len(labels)),
+        source=f"{name}:{modality.value}",  # no instance is shared with another modality
+    )
+    return Benchmark(
+        name=name,
+        split=split,
+        class_names=listed.class_names,
+        templates={modality: templates_for(modality, templates)},
+        data={modality: data},
+    )
+
+
+def shape_of(shapes: dict | None, modality: Modality, default: Sequence[int]) -> tuple[int, ...]:
+    """The per-sample shape the encoder asked for (``shapes`` keyed by modality or its name), else ``default``."""
+    for key, value in (shapes or {}).items():
+        if Modality.parse(key) is modality:
+            return tuple(int(v) for v in value)
+    return tuple(default)

@@ -1,0 +1,133 @@
+"""Tiny media files in each published layout, written by the tests (nothing is downloaded).
+
+Every writer draws from a seeded generator, so the files are the same on every run; the content
+carries a little class signal (a brightness, a pitch, a shape) but the tests only need valid files.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("cat", "dog", "tree_frog")
+
+
+def write_image(path: Path, seed: int, *, mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> Path:
+    from PIL import Image
+
+    generator = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    pixels = generator.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels if channels == 3 else pixels[..., 0], mode=mode).save(path)
+    return path
+
+
+def write_depth(path: Path, seed: int, size: tuple[int, int] = (40, 30)) -> Path:
+    """A 16-bit PNG of depth in millimetres (0.3 to 8 m), with a hole of no reading."""
+    from PIL import Image
+
+    generator = np.random.default_rng(seed)
+    depth = generator.integers(300, 8000, size=(size[1], size[0])).astype(np.uint16)
+    depth[:4, :4] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(depth).save(path)  # uint16 arrays save as 16-bit PNG (mode I;16)
+    return path
+
+
+def write_audio(path: Path, seed: int, *, rate: int = 22050, seconds: float = 0.6, channels: int = 2) -> Path:
+    import soundfile
+
+    generator = np.random.default_rng(seed)
+    time = np.arange(int(rate * seconds)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (220 + 110 * (seed % 3)) * time)
+    wave = np.stack([tone + 0.01 * generator.standard_normal(time.shape) for _ in range(channels)], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), wave.astype(np.float32), rate)
+    return path
+
+
+def write_video(path: Path, seed: int, *, frames: int = 5, size: tuple[int, int] = (32, 24)) -> Path:
+    """An MP4 (MPEG-4 Part 2, in PyAV's bundled FFmpeg) of ``frames`` random frames; 0 frames gives an empty one."""
+    import av
+
+    generator = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        container.start_encoding()  # the header is written even when no frame follows
+        for _ in range(frames):
+            pixels = generator.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_off(path: Path, seed: int) -> Path:
+    """A closed box mesh with a random aspect, as OFF (quads, fanned into triangles on reading)."""
+    generator = np.random.default_rng(seed)
+    x, y, z = 0.5 + generator.random(3)
+    vertices = [(a * x, b * y, c * z) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    lines = ["OFF", f"{len(vertices)} {len(faces)} 0"]
+    lines += [" ".join(f"{v:.5f}" for v in vertex) for vertex in vertices]
+    lines += [f"4 {' '.join(map(str, face))}" for face in faces]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def class_folders(root: Path, writer, suffix: str, *, per_class: int = 2, split: str | None = None) -> Path:
+    """ROOT/[SPLIT/]CLASS/NNN.suffix for each of ``CLASSES``."""
+    base = root / split if split else root
+    for label, name in enumerate(CLASSES):
+        for index in range(per_class):
+            writer(base / name / f"{index:03d}{suffix}", seed=10 * label + index)
+    return root
+
+
+def esc50(root: Path, *, per_fold: int = 1) -> Path:
+    """meta/esc50.csv and audio/*.wav, ESC-50's layout: every class in folds 1 and 5."""
+    rows = []
+    for target, category in enumerate(CLASSES):
+        for fold in (1, 5):
+            for take in range(per_fold):
+                name = f"{fold}-{100 + target}-{chr(65 + take)}-{target}.wav"
+                write_audio(
+                    root / "audio" / name, seed=100 * fold + 10 * target + take, rate=44100, seconds=1.0, channels=1
+                )
+                rows.append({"filename": name, "fold": fold, "target": target, "category": category, "esc10": "False",
+                             "src_file": 100 + target, "take": chr(65 + take)})  # fmt: skip
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    with (root / "meta" / "esc50.csv").open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def modelnet(root: Path, *, per_class: int = 2) -> Path:
+    for label, name in enumerate(CLASSES):
+        for split in ("train", "test"):
+            for index in range(per_class):
+                write_off(root / name / split / f"{name}_{index:04d}.off", seed=10 * label + index)
+    return root
+
+
+def modelnet_h5(root: Path, *, per_class: int = 2, points: int = 300) -> Path:
+    import h5py
+
+    generator = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "shape_names.txt").write_text("\n".join(CLASSES) + "\n")
+    for split in ("train", "test"):
+        labels = np.repeat(np.arange(len(CLASSES)), per_class)[:, None].astype(np.uint8)
+        data = generator.standard_normal((len(labels), points, 3)).astype(np.float32) * (1 + labels[:, :, None])
+        with h5py.File(root / f"ply_data_{split}0.h5", "w") as handle:
+            handle["data"], handle["label"] = data, labels
+    return root

@@ -1,0 +1,218 @@
+"""Data sets read from the user's files: every loader on tiny files in its published layout, end to end,
+and malformed files refused in one line that names them (or left out with --skip-bad-files)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import bindguard
+import media_fixtures as fixtures
+from bindguard._types import Modality
+from bindguard.cli.main import app
+from bindguard.data import load_dataset
+from bindguard.data.media import decode_audio, decode_depth, decode_image, decode_video, mesh_points
+from bindguard.errors import DataError
+from second_encoder import SecondEncoder
+
+# name -> (modality, writes the layout under a folder)
+LAYOUTS = {
+    "image-folders": ("image", lambda root: fixtures.class_folders(root, fixtures.write_image, ".png", split="val")),
+    "thermal-folders": (
+        "thermal",
+        lambda root: fixtures.class_folders(root, lambda p, seed: fixtures.write_image(p, seed, mode="L"), ".png"),
+    ),
+    "depth-folders": ("depth", lambda root: fixtures.class_folders(root, fixtures.write_depth, ".png")),
+    "audio-folders": ("audio", lambda root: fixtures.class_folders(root, fixtures.write_audio, ".flac")),
+    "video-folders": ("video", lambda root: fixtures.class_folders(root, fixtures.write_video, ".mp4")),
+    "esc50": ("audio", fixtures.esc50),
+    "modelnet40": ("point", fixtures.modelnet),
+    "modelnet40-h5": ("point", lambda root: fixtures.modelnet_h5(root, points=300)),
+}
+ATTACK = ["--attacks", "pgd", "--steps", "2", "--square-queries", "0", "--no-checks", "--eps", "4/255", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {name: write(tmp_path_factory.mktemp(name)) for name, (_, write) in LAYOUTS.items()}
+
+
+def _eval(*arguments: str) -> object:
+    return CliRunner().invoke(app, ["eval", *arguments])
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_every_loader_runs_eval_end_to_end_clean_and_attacked(name, roots, tmp_path) -> None:
+    modality, _ = LAYOUTS[name]
+    out = tmp_path / "run"
+    result = _eval("--data", name, "--data-root", str(roots[name]), "--modalities", modality, "--n", "3",
+                   *ATTACK, "--out", str(out), "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    zero_shot = [r for r in rows if r["task"] == "zero-shot" and r["modality"] == modality]
+    assert [r["attack"] for r in zero_shot] == ["none", "pgd"]
+    assert all(r["n"] == 3 for r in zero_shot)
+
+
+@pytest.mark.parametrize("name", ["image-folders", "audio-folders", "esc50"])
+def test_loaders_decode_to_the_second_encoder_s_own_input_sizes(name, roots) -> None:
+    """224-px images and 8 kHz audio for the test-only second encoder, without any option."""
+    modality, _ = LAYOUTS[name]
+    encoder = SecondEncoder(0)
+    results = bindguard.evaluate(
+        encoder, name, data_root=roots[name], modalities=modality, n=3, attacks="pgd", steps=2, square_queries=0,
+        checks=False, eps="4/255",
+    )  # fmt: skip
+    assert [row.modality for row in results.robust] == [modality]
+    spec = encoder.input_spec(Modality.parse(modality))
+    loaded = load_dataset(name, data_root=roots[name], shapes={modality: spec.shape}, sample_rate=spec.sample_rate)
+    assert tuple(loaded.data[Modality.parse(modality)].inputs.shape[1:]) == spec.shape
+
+
+def test_data_list_names_every_loader_with_its_layout() -> None:
+    result = CliRunner().invoke(app, ["data", "list", "--json"])
+    assert result.exit_code == 0
+    listed = {row["name"]: row["description"] for row in json.loads(result.stdout)}
+    assert set(LAYOUTS) <= set(listed)
+    assert "ROOT/meta/esc50.csv" in listed["esc50"] and "ROOT/CLASS/train|test/*.off" in listed["modelnet40"]
+
+
+def test_loading_is_deterministic_and_takes_classes_in_turns(roots) -> None:
+    first = load_dataset("modelnet40", data_root=roots["modelnet40"], limit=4)
+    again = load_dataset("modelnet40", data_root=roots["modelnet40"], limit=4)
+    assert torch.equal(first.data[Modality.POINT].inputs, again.data[Modality.POINT].inputs)
+    assert first.data[Modality.POINT].labels.tolist() == [0, 1, 2, 0]
+    assert first.class_names == ("cat", "dog", "tree frog")
+
+
+def test_the_test_split_is_the_val_folder_and_a_missing_train_split_is_named(roots) -> None:
+    assert len(load_dataset("image-folders", data_root=roots["image-folders"]).data[Modality.IMAGE]) == 6
+    with pytest.raises(DataError, match="has no train split: expected a folder named train"):
+        load_dataset("image-folders", data_root=roots["image-folders"], split="train")
+
+
+# ---------------------------------------------------------------- decoding, documented steps
+
+
+def test_depth_becomes_normalised_disparity(tmp_path) -> None:
+    from PIL import Image
+
+    millimetres = np.array([[0, 250], [500, 5000]], dtype=np.uint16)
+    Image.fromarray(millimetres).save(tmp_path / "d.png")
+    disparity = decode_depth(tmp_path / "d.png", 2, 2)
+    assert disparity.shape == (1, 2, 2)
+    assert disparity.flatten().tolist() == pytest.approx([0.0, 1.0, 1.0, 0.1], abs=1e-6)
+
+
+def test_audio_is_mono_resampled_and_centre_cropped(tmp_path) -> None:
+    path = fixtures.write_audio(tmp_path / "a.wav", 0, rate=44100, seconds=1.0, channels=2)
+    wave = decode_audio(path, samples=8000, sample_rate=16000)
+    assert wave.shape == (8000,) and float(wave.abs().max()) <= 1.0
+    short = decode_audio(path, samples=20000, sample_rate=16000)  # 16,000 samples, zero-padded at the end
+    assert torch.equal(short[16000:], torch.zeros(4000)) and float(short[:16000].abs().max()) > 0.1
+
+
+def test_an_image_is_resized_by_its_shorter_side_and_centre_cropped(tmp_path) -> None:
+    from PIL import Image
+
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, 10:30] = 255  # the centre half is white
+    Image.fromarray(pixels).save(tmp_path / "i.png")
+    image = decode_image(tmp_path / "i.png", 3, 10, 10)
+    assert image.shape == (3, 10, 10) and float(image.min()) > 0.9  # the crop is all centre
+
+
+def test_video_frames_are_spaced_evenly(tmp_path) -> None:
+    clip = decode_video(fixtures.write_video(tmp_path / "v.mp4", 0, frames=7), frames=3, height=8, width=8)
+    assert clip.shape == (3, 3, 8, 8) and float(clip.min()) >= 0 and float(clip.max()) <= 1
+
+
+def test_mesh_points_lie_on_the_surface_inside_the_unit_sphere(tmp_path) -> None:
+    points = mesh_points(fixtures.write_off(tmp_path / "m.off", 0), 500)
+    assert points.shape == (500, 3) and float(points.norm(dim=1).max()) == pytest.approx(1.0)
+    assert torch.equal(points, mesh_points(tmp_path / "m.off", 500))
+
+
+# ---------------------------------------------------------------- malformed files
+
+
+def _refused(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line, line
+    for fragment in fragments:
+        assert fragment in line, line
+
+
+def test_a_corrupt_image_is_named_and_skip_bad_files_leaves_it_out(tmp_path, caplog) -> None:
+    root = fixtures.class_folders(tmp_path / "images", fixtures.write_image, ".png")
+    (root / "dog" / "001.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    out = tmp_path / "run"
+    _refused(
+        _eval("--data", "image-folders", "--data-root", str(root), "--out", str(out)), "dog/001.png", "--skip-bad-files"
+    )
+    assert not out.exists()
+    with caplog.at_level(logging.WARNING):
+        skipped = _eval(
+            "--data", "image-folders", "--data-root", str(root), "--out", str(out), "--skip-bad-files", "--quiet"
+        )
+    assert skipped.exit_code == 0, skipped.output
+    assert json.loads((out / "results.json").read_text())["rows"][0]["n"] == 5
+    assert "left out 1 unreadable file(s) of image-folders" in caplog.text
+
+
+def test_a_truncated_wav_is_named(tmp_path) -> None:
+    root = fixtures.class_folders(tmp_path / "sounds", fixtures.write_audio, ".wav")
+    path = root / "cat" / "000.wav"
+    path.write_bytes(path.read_bytes()[:30])
+    _refused(_eval("--data", "audio-folders", "--data-root", str(root), "--out", str(tmp_path / "run")), "cat/000.wav")
+
+
+def test_an_empty_class_folder_is_named(tmp_path) -> None:
+    root = fixtures.class_folders(tmp_path / "images", fixtures.write_image, ".png")
+    (root / "eel").mkdir()
+    _refused(_eval("--data", "image-folders", "--data-root", str(root), "--out", str(tmp_path / "run")), "eel has no")
+
+
+def test_a_csv_row_naming_a_missing_file_is_named(tmp_path) -> None:
+    root = fixtures.esc50(tmp_path / "esc")
+    missing = sorted((root / "audio").iterdir())[0]
+    missing.unlink()
+    _refused(
+        _eval("--data", "esc50", "--data-root", str(root), "--out", str(tmp_path / "run")),
+        "esc50.csv line",
+        missing.name,
+    )
+
+
+def test_a_video_with_zero_frames_is_named(tmp_path) -> None:
+    root = fixtures.class_folders(tmp_path / "clips", fixtures.write_video, ".mp4")
+    fixtures.write_video(root / "dog" / "000.mp4", 0, frames=0)
+    _refused(_eval("--data", "video-folders", "--data-root", str(root), "--out", str(tmp_path / "run")), "dog/000.mp4")
+
+
+def test_a_broken_mesh_is_named(tmp_path) -> None:
+    root = fixtures.modelnet(tmp_path / "meshes")
+    (root / "cat" / "test" / "cat_0000.off").write_text("OFF\n8 6 0\n0 0 0\n")
+    _refused(_eval("--data", "modelnet40", "--data-root", str(root), "--out", str(tmp_path / "run")), "cat_0000.off")
+
+
+def test_a_missing_data_root_is_one_line(tmp_path) -> None:
+    _refused(_eval("--data", "esc50", "--out", str(tmp_path / "run")), "--data-root PATH")
+    _refused(
+        _eval("--data", "esc50", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")),
+        "is not a folder",
+    )
+
+
+def test_a_loader_for_another_modality_says_which_it_holds(roots, tmp_path) -> None:
+    _refused(
+        _eval("--data", "esc50", "--data-root", str(roots["esc50"]), "--modalities", "image", "--out", str(tmp_path)),
+        "holds audio only",
+    )

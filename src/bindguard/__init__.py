@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "evaluate": "bindguard.pipeline",
     "estimate": "bindguard.pipeline",
+    "prepare_data": "bindguard.pipeline",
     "calibrate": "bindguard.pipeline",
     "evaluate_calibration": "bindguard.pipeline",
     "run_demo": "bindguard.pipeline",
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
         estimate,
         evaluate,
         evaluate_calibration,
+        prepare_data,
         run_demo,
     )
     from bindguard.training.recipe import CalibrationRecipe

@@ -1,4 +1,4 @@
-"""``bindguard data build`` and ``bindguard tinybind train``: rebuild what the embedded default ships."""
+"""``bindguard data build``, ``data prepare`` and ``tinybind train``: build data and what the embedded default ships."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bindguard.cli.options import QuietOption
+from bindguard.cli.options import CheckpointOption, QuietOption, SkipBadFilesOption, TemplatesOption
 from bindguard.cli.terminal import console, progress_bars, user_errors
 
 
@@ -31,6 +31,39 @@ def data_build(
         except RuntimeError as error:  # espeak-ng missing or failing
             raise DataError(str(error)) from error
     console.print(f"wrote {count} clips to {target}")
+
+
+@user_errors
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="A data set read from files (bindguard data list).")],
+    data_root: Annotated[Path, typer.Option(help="The folder of its files, in its published layout.")],
+    out: Annotated[Path, typer.Option(help="The cache folder (shards + manifest.json); evaluate with --data OUT.")],
+    model: Annotated[str, typer.Option(help="The encoder whose input sizes the data is decoded to.")] = "tinybind",
+    weights: CheckpointOption = None,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    n: Annotated[
+        int | None, typer.Option(min=1, help="At most this many samples (taken from the classes in turns).")
+    ] = None,
+    skip_bad_files: SkipBadFilesOption = False,
+    templates: TemplatesOption = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="Samples per shard file.")] = 1024,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Prepare anew even if the cache exists.")] = False,
+) -> None:
+    """Decode a data set once into safetensors shards with a manifest (file hashes, counts, settings);
+    evaluation then streams from it. Rerunning is a no-op when nothing changed. Python: bindguard.prepare_data(...)."""
+    from bindguard.pipeline import prepare_data
+
+    started = time.perf_counter()
+    prepared = prepare_data(
+        name, data_root=data_root, out=out, model=model, weights=weights, split=split, n=n,
+        skip_bad_files=skip_bad_files, templates=templates, shard_size=shard_size, rebuild=rebuild,
+    )  # fmt: skip
+    manifest = prepared.manifest
+    what = f"{manifest['count']} {manifest['modality']} samples of {name} ({manifest['split']}) in {len(manifest['shards'])} shard(s)"
+    if prepared.written:
+        console.print(f"prepared {what} in {time.perf_counter() - started:.0f} s: {out}; evaluate with --data {out}")
+    else:
+        console.print(f"up to date: {what}, every source file unchanged: {out}")
 
 
 @user_errors

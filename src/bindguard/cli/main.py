@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bindguard import distributed
-from bindguard.cli.assets import data_build, tinybind_train
+from bindguard.cli.assets import data_build, data_prepare, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
 from bindguard.cli.convert import convert_command
 from bindguard.cli.listing import attacks_list, data_list, models_list
@@ -48,6 +48,7 @@ models_app.command("list")(models_list)
 data_app.command("list")(data_list)
 attacks_app.command("list")(attacks_list)
 data_app.command("build")(data_build)
+data_app.command("prepare")(data_prepare)
 tinybind_app.command("train")(tinybind_train)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,29 @@ for _name, _target, _description, _extra in (
 ):
     DATASETS.register(_name, f"bindguard.data.{_target}", description=_description, extra=_extra)
 
+# The data sets bindguard data prepare can cache: name -> the function listing their files (a Source).
+SOURCES = {
+    "image-folders": "bindguard.data.folders:image_folder_source",
+    "thermal-folders": "bindguard.data.folders:thermal_folder_source",
+    "depth-folders": "bindguard.data.folders:depth_folder_source",
+    "audio-folders": "bindguard.data.folders:audio_folder_source",
+    "video-folders": "bindguard.data.folders:video_folder_source",
+    "esc50": "bindguard.data.esc50:esc50_source",
+    "modelnet40": "bindguard.data.modelnet:modelnet40_source",
+}
+
+
+def data_source(name: str, /, **options: Any) -> Any:
+    """The files of a data set read from files, and how each is decoded (``data.files.Source``)."""
+    if name not in SOURCES:
+        DATASETS.get(name)  # an unknown name: the error names the closest
+        raise ConfigError(
+            f"data set {name!r} is not read file by file, so there is nothing to prepare; "
+            f"evaluate it directly (data sets that can be prepared: {', '.join(SOURCES)})"
+        )
+    module, _, attribute = SOURCES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)(**options)
+
 
 def check_data_source(name: object) -> str:
     """A registered data set name or a path to a ``.safetensors`` data file, checked cheaply (nothing is read).
@@ -55,10 +79,12 @@ def check_data_source(name: object) -> str:
         raise ConfigError(f"data is named by text or a path, got {name!r}; see bindguard data list")
     if name.endswith(".safetensors") or name in DATASETS.names():
         return name
+    if (Path(name) / "manifest.json").is_file():
+        return name  # a prepared cache (bindguard data prepare)
     if Path(name).is_dir():
         raise DataError(
-            f"--data {name} is a folder; give a .safetensors data file (see 'User data' in the README) "
-            "or a data set name (bindguard data list)"
+            f"--data {name} is a folder without a manifest.json; give a cache made by bindguard data prepare, "
+            "a .safetensors data file (see 'User data' in the README) or a data set name (bindguard data list)"
         )
     if Path(name).exists():
         raise DataError(
@@ -79,6 +105,11 @@ def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
     tensors have the sizes they were saved with, so ``shapes`` and ``sample_rate`` are ignored.
     """
     name = check_data_source(name)
+    if (Path(name) / "manifest.json").is_file():
+        from bindguard.data.prepared import load_prepared
+
+        options.pop("split", None)
+        return load_prepared(Path(name), **options)
     if name.endswith(".safetensors"):
         from bindguard.data.tensor_file import load_tensor_file
 
@@ -87,4 +118,4 @@ def load_dataset(name: str | os.PathLike, /, **options: Any) -> Benchmark:
     return DATASETS.create(name, **options)
 
 
-__all__ = ["DATASETS", "Benchmark", "ModalityData", "check_data_source", "load_dataset"]
+__all__ = ["DATASETS", "SOURCES", "Benchmark", "ModalityData", "check_data_source", "data_source", "load_dataset"]

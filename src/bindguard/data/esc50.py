@@ -15,7 +15,16 @@ from pathlib import Path
 
 from bindguard._types import Modality
 from bindguard.data.builtin.benchmark import Benchmark
-from bindguard.data.files import LabelledFiles, check_root, check_split, class_name, decode_benchmark, shape_of
+from bindguard.data.files import (
+    LabelledFiles,
+    Source,
+    check_root,
+    check_split,
+    class_name,
+    decode_benchmark,
+    shape_of,
+    templates_for,
+)
 from bindguard.data.media import decode_audio
 from bindguard.errors import DataError
 
@@ -55,6 +64,26 @@ def list_esc50(root: Path, split: str) -> LabelledFiles:
     return LabelledFiles(files, labels, tuple(names[t] for t in range(len(names))))
 
 
+def esc50_source(
+    *,
+    data_root: str | Path | None = None,
+    split: str = "test",
+    modalities: Sequence[Modality] | None = None,
+    shapes: dict | None = None,
+    sample_rate: int | None = None,
+    templates: Path | None = None,
+) -> Source:
+    root = check_root(data_root, "esc50")
+    listed = list_esc50(root, check_split(split))
+    if modalities is not None and Modality.AUDIO not in [Modality.parse(m) for m in modalities]:
+        raise DataError("data set 'esc50' holds audio only; fix: --modalities audio")
+    rate = sample_rate or 16000
+    (samples,) = shape_of(shapes, Modality.AUDIO, (rate,))
+    decode = partial(decode_audio, samples=samples, sample_rate=rate)
+    settings = {"shape": [samples], "sample_rate": rate, "test_fold": TEST_FOLD}
+    return Source("esc50", split, Modality.AUDIO, listed, decode, settings, templates_for(Modality.AUDIO, templates))
+
+
 def load_esc50(
     *,
     data_root: str | Path | None = None,
@@ -66,13 +95,8 @@ def load_esc50(
     skip_bad_files: bool = False,
     templates: Path | None = None,
 ) -> Benchmark:
-    root = check_root(data_root, "esc50")
-    listed = list_esc50(root, check_split(split))
-    if modalities is not None and Modality.AUDIO not in [Modality.parse(m) for m in modalities]:
-        raise DataError("data set 'esc50' holds audio only; fix: --modalities audio")
-    rate = sample_rate or 16000
-    (samples,) = shape_of(shapes, Modality.AUDIO, (rate,))
-    decode = partial(decode_audio, samples=samples, sample_rate=rate)
-    return decode_benchmark(
-        "esc50", split, Modality.AUDIO, listed, decode, limit=limit, skip_bad_files=skip_bad_files, templates=templates
-    )
+    source = esc50_source(
+        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
+        templates=templates,
+    )  # fmt: skip
+    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,54 +89,74 @@ def round_robin(listed: LabelledFiles) -> list[int]:
     return order
 
 
-def decode_benchmark(
-    name: str,
-    split: str,
-    modality: Modality,
-    listed: LabelledFiles,
-    decode: Callable[[Path], torch.Tensor],
-    *,
-    limit: int | None,
-    skip_bad_files: bool,
-    templates: Path | None = None,
-) -> Benchmark:
-    """Decode the listed files (at most ``limit``, round-robin over classes) into a one-modality ``Benchmark``."""
+@dataclass(frozen=True)
+class Source:
+    """A data set's files for one split and modality, and how each becomes a raw input.
+
+    Attributes:
+        settings: what decides the decoded values besides the files (shape, sample rate...), as
+            recorded in a prepared cache's manifest.
+    """
+
+    name: str
+    split: str
+    modality: Modality
+    listed: LabelledFiles
+    decode: Callable[[Path], torch.Tensor]
+    settings: dict
+    templates: tuple[str, ...]
+
+
+def decoded(source: Source, *, limit: int | None, skip_bad_files: bool) -> Iterator[tuple[Path, int, torch.Tensor]]:
+    """(file, label, raw input) of at most ``limit`` files, round-robin over classes, one at a time.
+
+    Unreadable files stop the iteration with their error, or with ``skip_bad_files`` are left
+    out and counted in one warning at the end.
+    """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
-    if not listed.files:
-        raise DataError(f"data set {name!r} ({split}) lists no {modality.value} files")
-    inputs, labels, bad = [], [], []
-    for position in round_robin(listed):
-        if limit is not None and len(inputs) == limit:
+    if not source.listed.files:
+        raise DataError(f"data set {source.name!r} ({source.split}) lists no {source.modality.value} files")
+    bad, count = [], 0
+    for position in round_robin(source.listed):
+        if limit is not None and count == limit:
             break
-        path = listed.files[position]
+        path = source.listed.files[position]
         try:
-            inputs.append(decode(path))
+            value = source.decode(path)
         except DataError as error:
             if not skip_bad_files:
                 raise
             bad.append(str(error).split(";")[0])
             continue
-        labels.append(listed.labels[position])
+        count += 1
+        yield path, source.listed.labels[position], value
     if bad:
         logger.warning(
             "left out %d unreadable file(s) of %s (--skip-bad-files): %s%s",
-            len(bad), name, "; ".join(bad[:3]), " ..." if len(bad) > 3 else "",
+            len(bad), source.name, "; ".join(bad[:3]), " ..." if len(bad) > 3 else "",
         )  # fmt: skip
-    if not inputs:
-        raise DataError(f"data set {name!r} ({split}): none of its {modality.value} files could be read")
+    if not count:
+        raise DataError(
+            f"data set {source.name!r} ({source.split}): none of its {source.modality.value} files could be read"
+        )
+
+
+def decode_benchmark(source: Source, *, limit: int | None, skip_bad_files: bool) -> Benchmark:
+    """Decode the source's files (at most ``limit``, round-robin over classes) into a one-modality ``Benchmark``."""
+    items = list(decoded(source, limit=limit, skip_bad_files=skip_bad_files))
     data = ModalityData(
-        inputs=torch.stack(inputs),
-        labels=torch.tensor(labels, dtype=torch.long),
-        instance_ids=torch.arange(len(labels)),
-        source=f"{name}:{modality.value}",  # no instance is shared with another modality
+        inputs=torch.stack([value for _, _, value in items]),
+        labels=torch.tensor([label for _, label, _ in items], dtype=torch.long),
+        instance_ids=torch.arange(len(items)),
+        source=f"{source.name}:{source.modality.value}",  # no instance is shared with another modality
     )
     return Benchmark(
-        name=name,
-        split=split,
-        class_names=listed.class_names,
-        templates={modality: templates_for(modality, templates)},
-        data={modality: data},
+        name=source.name,
+        split=source.split,
+        class_names=source.listed.class_names,
+        templates={source.modality: source.templates},
+        data={source.modality: data},
     )
 
 

@@ -16,13 +16,15 @@ from bindguard._types import Modality
 from bindguard.data.builtin.benchmark import Benchmark
 from bindguard.data.files import (
     LabelledFiles,
+    Source,
     check_root,
     check_split,
     class_name,
     decode_benchmark,
     shape_of,
+    templates_for,
 )
-from bindguard.data.media import decode_audio, decode_depth, decode_image, decode_video
+from bindguard.data.media import NEAREST_METRES, decode_audio, decode_depth, decode_image, decode_video
 from bindguard.errors import DataError
 
 EXTENSIONS = {
@@ -72,6 +74,37 @@ def list_class_folders(folder: Path, extensions: Sequence[str]) -> LabelledFiles
     return LabelledFiles(files, labels, tuple(class_name(c) for c in classes))
 
 
+def class_folder_source(
+    modality: Modality,
+    *,
+    data_root: str | Path | None = None,
+    split: str = "test",
+    modalities: Sequence[Modality] | None = None,
+    shapes: dict | None = None,
+    sample_rate: int | None = None,
+    templates: Path | None = None,
+    name: str = "",
+) -> Source:
+    """One modality's class folders and how each file is decoded to the encoder's shapes."""
+    root = check_root(data_root, name)
+    listed = list_class_folders(split_folder(root, split), EXTENSIONS[modality])
+    if modalities is not None and modality not in [Modality.parse(m) for m in modalities]:
+        raise DataError(f"data set {name!r} holds {modality.value} only; fix: --modalities {modality.value}")
+    shape = shape_of(shapes, modality, DEFAULT_SHAPES[modality])
+    settings: dict = {"shape": list(shape)}
+    if modality is Modality.AUDIO:
+        settings["sample_rate"] = sample_rate or 16000
+        decode = partial(decode_audio, samples=shape[0], sample_rate=settings["sample_rate"])
+    elif modality is Modality.VIDEO:
+        decode = partial(decode_video, frames=shape[0], height=shape[2], width=shape[3])
+    elif modality is Modality.DEPTH:
+        settings["nearest_metres"] = NEAREST_METRES
+        decode = partial(decode_depth, height=shape[1], width=shape[2])
+    else:
+        decode = partial(decode_image, channels=shape[0], height=shape[1], width=shape[2])
+    return Source(name, split, modality, listed, decode, settings, templates_for(modality, templates))
+
+
 def load_class_folders(
     modality: Modality,
     *,
@@ -85,27 +118,23 @@ def load_class_folders(
     templates: Path | None = None,
     name: str = "",
 ) -> Benchmark:
-    """One modality's class folders, decoded to the encoder's shapes (see the module docstring)."""
-    root = check_root(data_root, name)
-    listed = list_class_folders(split_folder(root, split), EXTENSIONS[modality])
-    if modalities is not None and modality not in [Modality.parse(m) for m in modalities]:
-        raise DataError(f"data set {name!r} holds {modality.value} only; fix: --modalities {modality.value}")
-    shape = shape_of(shapes, modality, DEFAULT_SHAPES[modality])
-    if modality is Modality.AUDIO:
-        decode = partial(decode_audio, samples=shape[0], sample_rate=sample_rate or 16000)
-    elif modality is Modality.VIDEO:
-        decode = partial(decode_video, frames=shape[0], height=shape[2], width=shape[3])
-    elif modality is Modality.DEPTH:
-        decode = partial(decode_depth, height=shape[1], width=shape[2])
-    else:
-        decode = partial(decode_image, channels=shape[0], height=shape[1], width=shape[2])
-    return decode_benchmark(
-        name, split, modality, listed, decode, limit=limit, skip_bad_files=skip_bad_files, templates=templates
+    """One modality's class folders, decoded (see the module docstring)."""
+    source = class_folder_source(
+        modality, data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
+        templates=templates, name=name,
+    )  # fmt: skip
+    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+
+
+def _named(modality: Modality, name: str):  # noqa: ANN202 - a loader and a source per registered name
+    return (
+        partial(load_class_folders, modality, name=name),
+        partial(class_folder_source, modality, name=name),
     )
 
 
-load_image_folders = partial(load_class_folders, Modality.IMAGE, name="image-folders")
-load_thermal_folders = partial(load_class_folders, Modality.THERMAL, name="thermal-folders")
-load_depth_folders = partial(load_class_folders, Modality.DEPTH, name="depth-folders")
-load_audio_folders = partial(load_class_folders, Modality.AUDIO, name="audio-folders")
-load_video_folders = partial(load_class_folders, Modality.VIDEO, name="video-folders")
+load_image_folders, image_folder_source = _named(Modality.IMAGE, "image-folders")
+load_thermal_folders, thermal_folder_source = _named(Modality.THERMAL, "thermal-folders")
+load_depth_folders, depth_folder_source = _named(Modality.DEPTH, "depth-folders")
+load_audio_folders, audio_folder_source = _named(Modality.AUDIO, "audio-folders")
+load_video_folders, video_folder_source = _named(Modality.VIDEO, "video-folders")

@@ -20,6 +20,7 @@ from bindguard._types import Modality
 from bindguard.data.builtin.benchmark import Benchmark, ModalityData
 from bindguard.data.files import (
     LabelledFiles,
+    Source,
     check_root,
     check_split,
     class_name,
@@ -54,6 +55,26 @@ def _check_wanted(modalities: Sequence[Modality] | None, name: str) -> None:
         raise DataError(f"data set {name!r} holds point clouds only; fix: --modalities point")
 
 
+def modelnet40_source(
+    *,
+    data_root: str | Path | None = None,
+    split: str = "test",
+    modalities: Sequence[Modality] | None = None,
+    shapes: dict | None = None,
+    sample_rate: int | None = None,
+    templates: Path | None = None,
+) -> Source:
+    root = check_root(data_root, "modelnet40")
+    listed = list_meshes(root, check_split(split))
+    _check_wanted(modalities, "modelnet40")
+    points = shape_of(shapes, Modality.POINT, (DEFAULT_POINTS, 3))[0]
+    settings = {"shape": [points, 3], "sampling": "area, seeded by the file's SHA-256"}
+    decode = partial(mesh_points, points=points)
+    return Source(
+        "modelnet40", split, Modality.POINT, listed, decode, settings, templates_for(Modality.POINT, templates)
+    )
+
+
 def load_modelnet40(
     *,
     data_root: str | Path | None = None,
@@ -65,15 +86,11 @@ def load_modelnet40(
     skip_bad_files: bool = False,
     templates: Path | None = None,
 ) -> Benchmark:
-    root = check_root(data_root, "modelnet40")
-    listed = list_meshes(root, check_split(split))
-    _check_wanted(modalities, "modelnet40")
-    points = shape_of(shapes, Modality.POINT, (DEFAULT_POINTS, 3))[0]
-    decode = partial(mesh_points, points=points)
-    return decode_benchmark(
-        "modelnet40", split, Modality.POINT, listed, decode, limit=limit, skip_bad_files=skip_bad_files,
+    source = modelnet40_source(
+        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
         templates=templates,
     )  # fmt: skip
+    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
 
 
 def load_modelnet40_h5(

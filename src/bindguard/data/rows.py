@@ -139,7 +139,7 @@ def _runs(index: list[int]) -> list[tuple[int, int]]:
 
 def first_rows(rows: Rows, count: int) -> Rows:
     """The first ``count`` rows, without reading them when the rows are lazy."""
-    return rows.head(count) if isinstance(rows, FileRows) else rows[:count]
+    return rows.head(count) if hasattr(rows, "head") else rows[:count]
 
 
 def fingerprint_rows(rows: Rows, labels: torch.Tensor, *, batch_size: int = 256) -> str:

@@ -5,6 +5,7 @@ from bindguard.pipeline.calibrate_job import calibrate, evaluate_calibration
 from bindguard.pipeline.certify_job import certify_samples
 from bindguard.pipeline.demo import DemoOutcome, DemoPlan, run_demo
 from bindguard.pipeline.evaluate_job import estimate, evaluate
+from bindguard.pipeline.prepare_job import PreparedData, prepare_data
 from bindguard.pipeline.setup import resolve_device
 from bindguard.training.recipe import CalibrationRecipe
 
@@ -19,6 +20,8 @@ __all__ = [
     "estimate",
     "evaluate",
     "evaluate_calibration",
+    "PreparedData",
+    "prepare_data",
     "resolve_device",
     "run_demo",
 ]

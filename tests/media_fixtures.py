@@ -131,3 +131,29 @@ def modelnet_h5(root: Path, *, per_class: int = 2, points: int = 300) -> Path:
         with h5py.File(root / f"ply_data_{split}0.h5", "w") as handle:
             handle["data"], handle["label"] = data, labels
     return root
+
+
+def msrvtt(root: Path, *, per_category: int = 2) -> Path:
+    """videos/videoN.mp4, train_val/test_videodatainfo.json and category.txt, MSR-VTT's release layout."""
+    import json
+
+    videos, sentences, number = {"train": [], "test": []}, {"train": [], "test": []}, 0
+    for category, name in enumerate(CLASSES):
+        for index in range(per_category):
+            for split in ("train", "test"):
+                video_id = f"video{number}"
+                write_video(root / "videos" / f"{video_id}.mp4", seed=number, frames=3)
+                videos[split].append({"video_id": video_id, "category": category, "split": split, "id": number})
+                sentences[split] += [
+                    {
+                        "video_id": video_id,
+                        "caption": f"a {name} number {index} in clip {number}",
+                        "sen_id": 2 * number,
+                    },
+                    {"video_id": video_id, "caption": f"someone films a {name}, take {number}", "sen_id": 2 * number + 1},
+                ]
+                number += 1
+    for split, file in (("train", "train_val_videodatainfo.json"), ("test", "test_videodatainfo.json")):
+        (root / file).write_text(json.dumps({"videos": videos[split], "sentences": sentences[split]}))
+    (root / "category.txt").write_text("".join(f"{name}\t{index}\n" for index, name in enumerate(CLASSES)))
+    return root

@@ -31,6 +31,7 @@ LAYOUTS = {
     "depth-folders": ("depth", lambda root: fixtures.class_folders(root, fixtures.write_depth, ".png")),
     "audio-folders": ("audio", lambda root: fixtures.class_folders(root, fixtures.write_audio, ".flac")),
     "video-folders": ("video", lambda root: fixtures.class_folders(root, fixtures.write_video, ".mp4")),
+    "msrvtt": ("video", fixtures.msrvtt),
     "esc50": ("audio", fixtures.esc50),
     "modelnet40": ("point", fixtures.modelnet),
     "modelnet40-h5": ("point", lambda root: fixtures.modelnet_h5(root, points=300)),
@@ -293,3 +294,36 @@ def test_data_prepare_on_the_command_line_says_what_it_did(roots, tmp_path) -> N
     assert second.exit_code == 0 and "up to date" in second.stderr
     _refused(CliRunner().invoke(app, ["data", "prepare", "modelnet40-h5", "--data-root", str(roots["modelnet40-h5"]),
                                       "--out", str(tmp_path / "h")]), "nothing to prepare")  # fmt: skip
+
+
+# ---------------------------------------------------------------- caption retrieval
+
+
+def test_caption_retrieval_is_measured_clean_both_ways_and_with_the_video_attacked(roots, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = _eval("--data", "msrvtt", "--data-root", str(roots["msrvtt"]), "--modalities", "video", "--n", "6",
+                   "--attacks", "pgd,rank", "--steps", "3", "--square-queries", "0", "--no-checks", "--eps", "4/255",
+                   "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Caption retrieval" in result.stdout
+    rows = [r for r in json.loads((out / "results.json").read_text())["rows"] if r["task"] == "caption-retrieval"]
+    clean = {(r["query"], r["gallery"]): r for r in rows if r["attack"] == "none"}
+    assert set(clean) == {("text", "video"), ("video", "text")}
+    assert clean[("text", "video")]["n"] == 12 and clean[("video", "text")]["n"] == 6  # two captions per video
+    (attacked,) = [r for r in rows if r["attack"] != "none"]
+    assert attacked["recall@1"] == attacked["top1"] <= attacked["clean_top1"]
+    assert attacked["clean_top1"] == pytest.approx(clean[("video", "text")]["recall@1"])
+    assert attacked["n"] == 6 and attacked["attacks"] == ["pgd", "rank"]
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0 and "Caption retrieval" in (out / "report.html").read_text()
+
+
+def test_caption_centers_score_each_sample_by_its_nearest_caption() -> None:
+    from bindguard.evaluation.captions import caption_centers
+    from bindguard.objectives.base import center_scores
+
+    texts = torch.eye(3)  # three captions: two of sample 0, one of sample 1
+    centers = caption_centers(texts, torch.tensor([0, 0, 1]))
+    assert centers.shape == (2, 2, 3) and torch.equal(centers[1, 0], centers[1, 1])
+    scores = center_scores(torch.tensor([[0.0, 1.0, 0.0]]), centers)
+    assert scores.argmax(1).tolist() == [0]  # its second caption is the nearest

@@ -35,6 +35,7 @@ for _name, _target, _description, _extra in (
         f"video: UCF-101/Kinetics class folders, {_FOLDERS}*.mp4|avi",
         "data",
     ),
+    ("msrvtt", "msrvtt:load_msrvtt", "video + captions: MSR-VTT, ROOT/videos/*.mp4 + *videodatainfo.json", "data"),
     ("esc50", "esc50:load_esc50", "audio: ESC-50, ROOT/meta/esc50.csv + ROOT/audio/*.wav; test = fold 5", None),
     ("modelnet40", "modelnet:load_modelnet40", "point: ModelNet40 meshes, ROOT/CLASS/train|test/*.off", None),
     ("modelnet40-h5", "modelnet:load_modelnet40_h5", "point: ModelNet40 HDF5 export, ROOT/ply_data_*.h5", "data"),
@@ -48,6 +49,7 @@ SOURCES = {
     "depth-folders": "bindguard.data.folders:depth_folder_source",
     "audio-folders": "bindguard.data.folders:audio_folder_source",
     "video-folders": "bindguard.data.folders:video_folder_source",
+    "msrvtt": "bindguard.data.msrvtt:msrvtt_source",
     "esc50": "bindguard.data.esc50:esc50_source",
     "modelnet40": "bindguard.data.modelnet:modelnet40_source",
 }

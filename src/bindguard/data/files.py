@@ -28,11 +28,13 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class LabelledFiles:
-    """Files of one modality and split with their class indices into ``class_names``."""
+    """Files of one modality and split with their class indices into ``class_names`` (and, for
+    caption retrieval, each file's captions)."""
 
     files: list[Path]
     labels: list[int]
     class_names: tuple[str, ...]
+    captions: list[tuple[str, ...]] | None = None
 
 
 def class_name(folder: str) -> str:
@@ -108,7 +110,7 @@ class Source:
 
 
 def decoded(source: Source, *, limit: int | None, skip_bad_files: bool) -> Iterator[tuple[Path, int, torch.Tensor]]:
-    """(file, label, raw input) of at most ``limit`` files, round-robin over classes, one at a time.
+    """(file, its position in the listing, raw input) of at most ``limit`` files, round-robin over classes.
 
     Unreadable files stop the iteration with their error, or with ``skip_bad_files`` are left
     out and counted in one warning at the end.
@@ -130,7 +132,7 @@ def decoded(source: Source, *, limit: int | None, skip_bad_files: bool) -> Itera
             bad.append(str(error).split(";")[0])
             continue
         count += 1
-        yield path, source.listed.labels[position], value
+        yield path, position, value
     if bad:
         logger.warning(
             "left out %d unreadable file(s) of %s (--skip-bad-files): %s%s",
@@ -145,11 +147,13 @@ def decoded(source: Source, *, limit: int | None, skip_bad_files: bool) -> Itera
 def decode_benchmark(source: Source, *, limit: int | None, skip_bad_files: bool) -> Benchmark:
     """Decode the source's files (at most ``limit``, round-robin over classes) into a one-modality ``Benchmark``."""
     items = list(decoded(source, limit=limit, skip_bad_files=skip_bad_files))
+    listed = source.listed
     data = ModalityData(
         inputs=torch.stack([value for _, _, value in items]),
-        labels=torch.tensor([label for _, label, _ in items], dtype=torch.long),
+        labels=torch.tensor([listed.labels[position] for _, position, _ in items], dtype=torch.long),
         instance_ids=torch.arange(len(items)),
         source=f"{source.name}:{source.modality.value}",  # no instance is shared with another modality
+        captions=None if listed.captions is None else tuple(listed.captions[p] for _, p, _ in items),
     )
     return Benchmark(
         name=source.name,

@@ -103,10 +103,13 @@ def prepare(
         buffer.clear()
         labels.clear()
 
-    for path, label, value in decoded(source, limit=limit, skip_bad_files=skip_bad_files):
+    captions = []
+    for path, position, value in decoded(source, limit=limit, skip_bad_files=skip_bad_files):
         files[str(path.relative_to(root))] = file_sha256(path)
         buffer.append(value)
-        labels.append(label)
+        labels.append(source.listed.labels[position])
+        if source.listed.captions is not None:
+            captions.append(list(source.listed.captions[position]))
         if len(buffer) == shard_size:
             flush()
     if buffer:
@@ -116,6 +119,7 @@ def prepare(
         "shape": list(value.shape),
         "shards": shards,
         "files": files,
+        "captions": captions if source.listed.captions is not None else None,
     }
     atomic_write_json(manifest_path, manifest)
     return manifest, True
@@ -206,7 +210,11 @@ def load_prepared(
     labels = torch.cat([FileRows(folder / s["file"], "labels")[0 : s["count"]] for s in manifest["shards"]])
     if limit is not None:
         inputs, labels = inputs.head(limit), labels[:limit]
-    data = ModalityData(inputs, labels.long(), torch.arange(len(labels)), f"{manifest['data']}:{modality.value}")
+    captions = manifest.get("captions")
+    captions = None if captions is None else tuple(tuple(c) for c in captions[: len(labels)])
+    data = ModalityData(
+        inputs, labels.long(), torch.arange(len(labels)), f"{manifest['data']}:{modality.value}", captions
+    )
     return Benchmark(
         name=manifest["data"],
         split=manifest["split"],

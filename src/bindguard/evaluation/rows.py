@@ -141,7 +141,7 @@ class CalibrationRow(Row):
 
 
 AnyRow = ZeroShotRow | RetrievalRow | RobustRow | CalibrationRow
-TASKS = ("zero-shot", "retrieval", "calibration")
+TASKS = ("zero-shot", "retrieval", "caption-retrieval", "calibration")
 
 
 def row_class(row: dict[str, Any]) -> type[AnyRow]:
@@ -149,7 +149,7 @@ def row_class(row: dict[str, Any]) -> type[AnyRow]:
     task = row.get("task")
     if task == "calibration":
         return CalibrationRow
-    if task == "retrieval":
+    if task == "retrieval" or (task == "caption-retrieval" and row.get("attack", "none") == "none"):
         return RetrievalRow
     if row.get("attack", "none") == "none":
         return ZeroShotRow

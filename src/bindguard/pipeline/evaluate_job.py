@@ -12,6 +12,7 @@ from bindguard._checks import check_count, check_seed
 from bindguard.data import Benchmark
 from bindguard.encoders import Encoder
 from bindguard.encoders.expectation import EOT_SAMPLES, with_expectation
+from bindguard.evaluation.captions import caption_robust_rows, caption_rows
 from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
 from bindguard.evaluation.results import Results
@@ -146,6 +147,7 @@ def evaluate(
         samples = max(len(benchmark.data[m].labels) for m in chosen)
         warn_if_slow(model, chosen, samples=samples, passes=passes_per_sample(settings, len(threats)))
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)
+    rows += caption_rows(model, benchmark, chosen, batch_size=batch_size)
     if settings is not None:
         run_config = {
             "model": model.identity,
@@ -163,6 +165,15 @@ def evaluate(
             state_directory=None if out is None else out / "state",
             run_config=run_config,
             progress=progress,
+        )
+        rows += caption_robust_rows(
+            model,
+            benchmark,
+            threats,
+            modalities=chosen,
+            settings=settings,
+            state_directory=None if out is None else out / "state",
+            run_config=run_config,
         )
     run_settings = {
         "robust": None

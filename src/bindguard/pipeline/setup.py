@@ -163,7 +163,10 @@ def _limited(benchmark: Benchmark, modalities: Sequence[Modality], limit: int | 
     def first(item: ModalityData) -> ModalityData:
         if limit is None:
             return item
-        return ModalityData(first_rows(item.inputs, limit), item.labels[:limit], item.instance_ids[:limit], item.source)
+        captions = None if item.captions is None else item.captions[:limit]
+        return ModalityData(
+            first_rows(item.inputs, limit), item.labels[:limit], item.instance_ids[:limit], item.source, captions
+        )
 
     data = {m: first(item) for m, item in benchmark.data.items() if m in modalities}
     templates = {m: t for m, t in benchmark.templates.items() if m in data}

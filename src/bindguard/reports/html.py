@@ -159,7 +159,7 @@ def report_html(results: dict, tables: dict[str, Table], pictures: list[Picture]
 
     Args:
         results: the results file's content (settings, versions and rows).
-        tables: ``results_tables`` output, keyed clean, robust, calibration, instance.
+        tables: ``results_tables`` output, keyed clean, robust, caption, calibration, instance.
         pictures: robust plots (names ``robust-*``), calibration plots (``calibration-*``) and examples.
     """
     rows = results["rows"]
@@ -173,6 +173,8 @@ def report_html(results: dict, tables: dict[str, Table], pictures: list[Picture]
         sections.append(("clean", "Clean accuracy", to_html(tables["clean"])))
     if "robust" in tables:
         sections.append(("robust", "Under attack", to_html(tables["robust"]) + group("robust-")))
+    if "caption" in tables:
+        sections.append(("captions", "Caption retrieval", to_html(tables["caption"])))
     if "calibration" in tables:
         sections.append(("calibration", "Calibration", to_html(tables["calibration"]) + group("calibration-")))
     examples = [picture for picture in pictures if picture.example is not None]

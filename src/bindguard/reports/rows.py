@@ -13,15 +13,18 @@ _REQUIRED = {
     "retrieval": ("modality", "query", "gallery", "recall@1"),
     "robust": ("modality", "attack", "norm", "eps", "eps_abs", "n", "clean_top1", "top1", "top1_ci95"),
     "calibration": ("modality", "method", "norm", "eps", "before", "after"),
+    "caption": ("modality", "query", "gallery", "recall@1"),
 }
 _REQUIRED_NESTED = {"before": ("clean_top1", "robust_top1"), "after": ("clean_top1", "robust_top1")}
 
 
 def kind(row: dict) -> str | None:
-    """``clean``, ``retrieval``, ``robust``, ``calibration``, or None for rows the tables do not show."""
+    """``clean``, ``retrieval``, ``robust``, ``calibration``, ``caption``, or None for rows the tables do not show."""
     task, attack = row.get("task"), row.get("attack", "none")
     if task == "calibration":
         return "calibration"
+    if task == "caption-retrieval":
+        return None if row.get("calibration") else "caption"
     if task == "zero-shot" and row.get("calibration"):
         return None  # the calibrated model's own robust rows: the calibration table summarises them
     if task == "zero-shot":

@@ -86,12 +86,14 @@ class ModalityData:
         labels: (B,) class indices.
         instance_ids: (B,) source-sample ids; equal ids across modalities mean the same instance.
         source: what the ids index (``"glyph"`` or ``"spoken"``); ids from different sources never match.
+        captions: per sample, the sentences that describe it (caption retrieval), if the data set has them.
     """
 
     inputs: torch.Tensor | Rows
     labels: torch.Tensor
     instance_ids: torch.Tensor
     source: str
+    captions: tuple[tuple[str, ...], ...] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

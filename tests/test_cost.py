@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 import bindguard
 from bindguard._types import Modality
@@ -87,3 +88,19 @@ def test_eval_estimate_prints_the_prediction_and_writes_nothing(tmp_path) -> Non
     shown = json.loads(result.stdout)
     assert shown["rows"][0]["modality"] == "point" and shown["rows"][0]["samples"] == 8
     assert 0 < shown["least_seconds"] <= shown["most_seconds"]
+
+
+def test_a_gpu_batch_is_lowered_to_fit_free_memory(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    class OnGpu:
+        device = torch.device("cuda")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10e9, 80e9))  # 10 GB free
+    monkeypatch.setattr(cost, "_bytes_per_sample", lambda encoder, modality: 100e6)  # 100 MB per sample
+    with caplog.at_level(logging.WARNING):
+        assert cost.fitting_batch_size(OnGpu(), [Modality.IMAGE], 128) == 70  # 0.7 x 10 GB / 100 MB
+    assert "batch size 128 would not fit 10.0 GB of free GPU memory (100 MB per sample); using 70" in caplog.text
+    assert cost.fitting_batch_size(OnGpu(), [Modality.IMAGE], 32) == 32
+
+
+def test_a_cpu_batch_is_the_one_asked_for(tinybind) -> None:
+    assert cost.fitting_batch_size(tinybind, [Modality.IMAGE], 4096) == 4096

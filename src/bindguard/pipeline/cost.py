@@ -168,3 +168,41 @@ def estimate_cost(
             }
         )
     return CostEstimate(rows=rows, processes=processes)
+
+
+#: Share of the free accelerator memory a batch may take; the rest absorbs fragmentation and the
+#: attack's own tensors (the out-of-memory fallback halves a batch that still does not fit).
+MEMORY_SHARE = 0.7
+
+
+def fitting_batch_size(encoder: Encoder, modalities: Sequence[Modality], requested: int) -> int:
+    """The largest batch, up to ``requested``, whose forward+backward fits the free accelerator memory.
+
+    On the CPU the request stands. On CUDA, one forward+backward of 2 samples per modality is
+    measured (peak allocated bytes) and ``MEMORY_SHARE`` of the free memory is divided by the
+    costliest modality's bytes per sample.
+    """
+    if encoder.device.type != "cuda":
+        return requested
+    free, _ = torch.cuda.mem_get_info(encoder.device)
+    per_sample = max(_bytes_per_sample(encoder, modality) for modality in modalities)
+    fitting = max(1, int(MEMORY_SHARE * free // max(per_sample, 1)))
+    if fitting < requested:
+        logger.warning(
+            "batch size %d would not fit %.1f GB of free GPU memory (%.0f MB per sample); using %d",
+            requested, free / 1e9, per_sample / 1e6, fitting,
+        )  # fmt: skip
+    return min(requested, fitting)
+
+
+def _bytes_per_sample(encoder: Encoder, modality: Modality) -> float:
+    spec = encoder.input_spec(modality)
+    low, high = spec.domain
+    torch.cuda.synchronize(encoder.device)
+    torch.cuda.reset_peak_memory_stats(encoder.device)
+    before = torch.cuda.memory_allocated(encoder.device)
+    sample = torch.full((2, *spec.shape), (low + high) / 2, device=encoder.device, requires_grad=True)
+    embedding = encoder.encode_modality(modality, sample, validate=False)
+    torch.autograd.grad(embedding.sum(), sample)
+    peak = torch.cuda.max_memory_allocated(encoder.device) - before
+    return peak / 2

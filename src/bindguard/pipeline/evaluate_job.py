@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from bindguard.evaluation.clean import evaluate_clean
 from bindguard.evaluation.ensemble import Ensemble
 from bindguard.evaluation.results import Results
 from bindguard.evaluation.robust import evaluate_robust
-from bindguard.pipeline.cost import CostEstimate, estimate_cost, passes_per_sample, warn_if_slow
+from bindguard.pipeline.cost import (
+    CostEstimate,
+    estimate_cost,
+    fitting_batch_size,
+    passes_per_sample,
+    warn_if_slow,
+)
 from bindguard.pipeline.provenance import data_fingerprints, provenance, state_versions
 from bindguard.pipeline.setup import (
     FileOptions,
@@ -144,6 +151,8 @@ def evaluate(
     chosen = [m for m in chosen if m in benchmark.data]
     fingerprints = data_fingerprints(benchmark, batch_size=batch_size)
     if settings is not None:
+        fitting = fitting_batch_size(model, chosen, settings.batch_size)  # the request, lowered to fit a GPU
+        settings = dataclasses.replace(settings, batch_size=fitting) if fitting != settings.batch_size else settings
         samples = max(len(benchmark.data[m].labels) for m in chosen)
         warn_if_slow(model, chosen, samples=samples, passes=passes_per_sample(settings, len(threats)))
     rows = evaluate_clean(model, benchmark, modalities=chosen, batch_size=batch_size, progress=progress)

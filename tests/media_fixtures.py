@@ -150,10 +150,33 @@ def msrvtt(root: Path, *, per_category: int = 2) -> Path:
                         "caption": f"a {name} number {index} in clip {number}",
                         "sen_id": 2 * number,
                     },
-                    {"video_id": video_id, "caption": f"someone films a {name}, take {number}", "sen_id": 2 * number + 1},
+                    {
+                        "video_id": video_id,
+                        "caption": f"someone films a {name}, take {number}",
+                        "sen_id": 2 * number + 1,
+                    },
                 ]
                 number += 1
     for split, file in (("train", "train_val_videodatainfo.json"), ("test", "test_videodatainfo.json")):
         (root / file).write_text(json.dumps({"videos": videos[split], "sentences": sentences[split]}))
     (root / "category.txt").write_text("".join(f"{name}\t{index}\n" for index, name in enumerate(CLASSES)))
+    return root
+
+
+WNIDS = ("n02123045", "n02085620", "n01644373")  # tabby cat, Chihuahua, tree frog
+
+
+def imagenet_val(root: Path, *, per_class: int = 2) -> Path:
+    """LOC_synset_mapping.txt, LOC_val_solution.csv and ILSVRC/Data/CLS-LOC/val/*.JPEG (ImageNet on Kaggle)."""
+    names = ("tabby, tabby cat", "Chihuahua", "tree frog, tree-frog")
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, names, strict=True)))
+    lines, number = ["ImageId,PredictionString"], 0
+    for wnid in WNIDS:
+        for _ in range(per_class):
+            number += 1
+            image = f"ILSVRC2012_val_{number:08d}"
+            write_image(root / "ILSVRC" / "Data" / "CLS-LOC" / "val" / f"{image}.JPEG", seed=number)
+            lines.append(f"{image},{wnid} 10 10 30 20 {wnid} 1 1 5 5")
+    (root / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
     return root

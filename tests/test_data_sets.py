@@ -31,6 +31,7 @@ LAYOUTS = {
     "depth-folders": ("depth", lambda root: fixtures.class_folders(root, fixtures.write_depth, ".png")),
     "audio-folders": ("audio", lambda root: fixtures.class_folders(root, fixtures.write_audio, ".flac")),
     "video-folders": ("video", lambda root: fixtures.class_folders(root, fixtures.write_video, ".mp4")),
+    "imagenet-val": ("image", fixtures.imagenet_val),
     "msrvtt": ("video", fixtures.msrvtt),
     "esc50": ("audio", fixtures.esc50),
     "modelnet40": ("point", fixtures.modelnet),
@@ -327,3 +328,15 @@ def test_caption_centers_score_each_sample_by_its_nearest_caption() -> None:
     assert centers.shape == (2, 2, 3) and torch.equal(centers[1, 0], centers[1, 1])
     scores = center_scores(torch.tensor([[0.0, 1.0, 0.0]]), centers)
     assert scores.argmax(1).tolist() == [0]  # its second caption is the nearest
+
+
+def test_imagenet_classes_are_named_from_the_synset_mapping(roots, tmp_path) -> None:
+    validation = load_dataset("imagenet-val", data_root=roots["imagenet-val"])
+    assert validation.class_names == ("tabby", "Chihuahua", "tree frog")
+    assert validation.data[Modality.IMAGE].labels.tolist() == [0, 1, 2, 0, 1, 2]
+    folders = tmp_path / "train-folders"
+    for wnid in fixtures.WNIDS:
+        fixtures.write_image(folders / "train" / wnid / "a.JPEG", seed=1)
+    (folders / "LOC_synset_mapping.txt").write_text((roots["imagenet-val"] / "LOC_synset_mapping.txt").read_text())
+    train = load_dataset("image-folders", data_root=folders, split="train")
+    assert train.class_names == ("tree frog", "Chihuahua", "tabby")  # wnid folders in sorted order, named

@@ -21,6 +21,7 @@ DATASETS.register(
 _FOLDERS = "ROOT/[train|test|val/]CLASS/"
 for _name, _target, _description, _extra in (
     ("image-folders", "folders:load_image_folders", f"image: ImageNet-style class folders, {_FOLDERS}*.jpg|png", None),
+    ("imagenet-val", "imagenet:load_imagenet_val", "image: ImageNet val, ROOT/LOC_val_solution.csv + val/*.JPEG", None),
     (
         "thermal-folders",
         "folders:load_thermal_folders",
@@ -45,6 +46,7 @@ for _name, _target, _description, _extra in (
 # The data sets bindguard data prepare can cache: name -> the function listing their files (a Source).
 SOURCES = {
     "image-folders": "bindguard.data.folders:image_folder_source",
+    "imagenet-val": "bindguard.data.imagenet:imagenet_val_source",
     "thermal-folders": "bindguard.data.folders:thermal_folder_source",
     "depth-folders": "bindguard.data.folders:depth_folder_source",
     "audio-folders": "bindguard.data.folders:audio_folder_source",

@@ -9,6 +9,7 @@ prompts); files are taken in name order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def class_folder_source(
     """One modality's class folders and how each file is decoded to the encoder's shapes."""
     root = check_root(data_root, name)
     listed = list_class_folders(split_folder(root, split), EXTENSIONS[modality])
+    if (root / "LOC_synset_mapping.txt").is_file():  # ImageNet's wnid folders, named as people say them
+        from bindguard.data.imagenet import synset_names
+
+        names = synset_names(root / "LOC_synset_mapping.txt")
+        listed = replace(listed, class_names=tuple(names.get(c, c) for c in listed.class_names))
     if modalities is not None and modality not in [Modality.parse(m) for m in modalities]:
         raise DataError(f"data set {name!r} holds {modality.value} only; fix: --modalities {modality.value}")
     shape = shape_of(shapes, modality, DEFAULT_SHAPES[modality])

@@ -180,3 +180,20 @@ def imagenet_val(root: Path, *, per_class: int = 2) -> Path:
             lines.append(f"{image},{wnid} 10 10 30 20 {wnid} 1 1 5 5")
     (root / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def clotho(root: Path, *, clips: int = 4) -> Path:
+    """clotho_captions_{evaluation,development}.csv and the clips, Clotho's layout (five captions each)."""
+    for folder in ("evaluation", "development"):
+        rows = []
+        for index in range(clips):
+            name = f"{folder}_clip_{index}.wav"
+            write_audio(root / folder / name, seed=index + (0 if folder == "evaluation" else 50), channels=1)
+            rows.append(
+                {"file_name": name, **{f"caption_{k}": f"sound {index} heard {k} ({folder})" for k in range(1, 6)}}
+            )
+        with (root / f"clotho_captions_{folder}.csv").open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return root

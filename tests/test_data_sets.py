@@ -340,3 +340,16 @@ def test_imagenet_classes_are_named_from_the_synset_mapping(roots, tmp_path) -> 
     (folders / "LOC_synset_mapping.txt").write_text((roots["imagenet-val"] / "LOC_synset_mapping.txt").read_text())
     train = load_dataset("image-folders", data_root=folders, split="train")
     assert train.class_names == ("tree frog", "Chihuahua", "tabby")  # wnid folders in sorted order, named
+
+
+def test_audio_with_captions_only_is_measured_by_caption_retrieval(tmp_path) -> None:
+    root = fixtures.clotho(tmp_path / "clotho")
+    out = tmp_path / "run"
+    result = _eval("--data", "clotho", "--data-root", str(root), "--modalities", "audio", "--attacks", "pgd",
+                   "--steps", "2", "--square-queries", "0", "--no-checks", "--eps", "4/255", "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {row["task"] for row in rows} == {"caption-retrieval"}  # no classes: no zero-shot rows
+    clean = {(r["query"], r["gallery"]): r["n"] for r in rows if r["attack"] == "none"}
+    assert clean == {("text", "audio"): 20, ("audio", "text"): 4}
+    assert [r["attack"] for r in rows if r["attack"] != "none"] == ["pgd"]

@@ -37,6 +37,12 @@ for _name, _target, _description, _extra in (
         "data",
     ),
     ("msrvtt", "msrvtt:load_msrvtt", "video + captions: MSR-VTT, ROOT/videos/*.mp4 + *videodatainfo.json", "data"),
+    (
+        "clotho",
+        "clotho:load_clotho",
+        "audio + captions: Clotho, ROOT/clotho_captions_*.csv + ROOT/evaluation/*.wav",
+        None,
+    ),
     ("esc50", "esc50:load_esc50", "audio: ESC-50, ROOT/meta/esc50.csv + ROOT/audio/*.wav; test = fold 5", None),
     ("modelnet40", "modelnet:load_modelnet40", "point: ModelNet40 meshes, ROOT/CLASS/train|test/*.off", None),
     ("modelnet40-h5", "modelnet:load_modelnet40_h5", "point: ModelNet40 HDF5 export, ROOT/ply_data_*.h5", "data"),
@@ -53,6 +59,7 @@ SOURCES = {
     "video-folders": "bindguard.data.folders:video_folder_source",
     "msrvtt": "bindguard.data.msrvtt:msrvtt_source",
     "esc50": "bindguard.data.esc50:esc50_source",
+    "clotho": "bindguard.data.clotho:clotho_source",
     "modelnet40": "bindguard.data.modelnet:modelnet40_source",
 }
 

@@ -129,10 +129,12 @@ def evaluate_clean(
     embeddings, rows = {}, []
     for modality in modalities:
         data = benchmark.data[modality]
-        centers = benchmark_centers(encoder, benchmark, modality)
         embeddings[modality] = embed_all(
             encoder, modality, data.inputs, batch_size=batch_size, progress=progress, shard=True
         )
+        if not benchmark.class_names:
+            continue  # captions only (e.g. Clotho): caption retrieval has the rows
+        centers = benchmark_centers(encoder, benchmark, modality)
         rows.append(zero_shot_row(modality, embeddings[modality], centers, data.labels))
         rows.extend(text_retrieval_rows(modality, embeddings[modality], centers, data.labels))
     for query in modalities:

@@ -411,7 +411,7 @@ def evaluate_robust(
     modalities = list(modalities or benchmark.modalities)
     threats = sorted(threats, key=lambda threat: (threat.norm, threat.eps))
     rows = []
-    for modality in modalities:
+    for modality in modalities if benchmark.class_names else ():  # captions only: caption rows are attacked
         data = benchmark.data[modality]
         centers = benchmark_centers(encoder, benchmark, modality)
         spec = encoder.input_spec(modality)

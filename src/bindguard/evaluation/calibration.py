@@ -31,9 +31,9 @@ from bindguard.evaluation.robust import (
     RobustSettings,
     WorstCase,
     _attack_in_batches,
-    _hits,
     _stages,
     evaluate_robust,
+    top_hits,
 )
 from bindguard.objectives import ObjectiveContext
 from bindguard.objectives.base import center_scores
@@ -61,8 +61,8 @@ def transfer_worst_cases(
     """(worst case of ``base``, worst case of ``calibrated`` on the same examples), over the ensemble."""
     clean = embed_all(base, modality, x, batch_size=settings.batch_size)
     context = ObjectiveContext(labels=labels, centers=centers, clean=clean, logit_scale=base.logit_scale(modality))
-    before = WorstCase(*_hits(center_scores(clean, centers), labels))
-    transfer = WorstCase(*_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
+    before = WorstCase(*top_hits(center_scores(clean, centers), labels))
+    transfer = WorstCase(*top_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
     everything = torch.arange(len(x))
     stages = _stages(settings, threat)
     for number, (name, build, _) in enumerate(stages):
@@ -139,7 +139,7 @@ def evaluate_calibration(
     for modality, robust in zip(chosen, robust_rows, strict=True):
         data = benchmark.data[modality]
         centers = benchmark_centers(base, benchmark, modality)
-        before_clean = _hits(_scores(base, modality, data.inputs, centers, settings.batch_size), data.labels)
+        before_clean = top_hits(_scores(base, modality, data.inputs, centers, settings.batch_size), data.labels)
         before, transfer = transfer_worst_cases(
             base, attacked, modality, data.inputs, data.labels, centers, threat, settings, progress
         )

@@ -26,11 +26,11 @@ from bindguard.evaluation.clean import RECALL_KS, embed_all
 from bindguard.evaluation.metrics import recall_at_k
 from bindguard.evaluation.robust import (
     RobustSettings,
-    _fingerprint,
-    _hits,
-    _rank_suffix,
+    centers_fingerprint,
     evaluate_modality_threat,
+    rank_suffix,
     robust_row,
+    top_hits,
 )
 from bindguard.evaluation.state import RunState
 from bindguard.objectives.base import center_scores
@@ -111,7 +111,7 @@ def caption_robust_rows(
         clean = center_scores(
             embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size, shard=True), centers.cpu()
         )
-        clean_top1, clean_top5 = (float(hit.float().mean()) for hit in _hits(clean, labels))
+        clean_top1, clean_top5 = (float(hit.float().mean()) for hit in top_hits(clean, labels))
         for threat in sorted(threats, key=lambda t: (t.norm, t.eps)):
             config = (run_config or {}) | {
                 "task": "caption-retrieval",
@@ -123,10 +123,10 @@ def caption_robust_rows(
                 "seed": settings.seed,
                 "n": len(data),
                 "batch_size": settings.batch_size,
-                "captions": _fingerprint(centers),
+                "captions": centers_fingerprint(centers),
                 **({} if settings.precision == "float32" else {"precision": settings.precision}),
             }
-            name = f"{modality.value}-captions-{threat.norm}-{threat.eps:.8f}{_rank_suffix()}.json"
+            name = f"{modality.value}-captions-{threat.norm}-{threat.eps:.8f}{rank_suffix()}.json"
             state = RunState(None if state_directory is None else state_directory / name, config)
             worst, square = evaluate_modality_threat(
                 encoder, modality, data.inputs, labels, centers, threat, settings, state=state

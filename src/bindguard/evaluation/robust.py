@@ -186,11 +186,11 @@ def _attack_in_batches(
         with torch.no_grad():
             for judge in judges:
                 embedding = judge.encode_modality(modality, adversarial.to(judge.device), validate=False)
-                hits.append(_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
+                hits.append(top_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
             if precision == "bfloat16":
                 with _autocast(encoder.device, precision):
                     embedding = judges[0].encode_modality(modality, adversarial.to(judges[0].device), validate=False)
-                low = _hits(center_scores(embedding.float().cpu(), context.centers), context.labels[batch])[0]
+                low = top_hits(center_scores(embedding.float().cpu(), context.centers), context.labels[batch])[0]
                 disagreements = int((low != hits[0][0]).sum())
         mine[number] = BatchOutcome(hits, norms, disagreements)
         if ledger is not None:
@@ -263,7 +263,7 @@ class WorstCase:
         return worst
 
 
-def _hits(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def top_hits(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ranked = scores.topk(min(5, scores.shape[1]), dim=1).indices
     return ranked[:, 0] == labels, (ranked == labels[:, None]).any(1)
 
@@ -286,7 +286,9 @@ def evaluate_modality_threat(
         labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality)
     )
     saved, square_outcome = _agreed_progress(state)
-    worst = WorstCase.from_json(saved) if saved else WorstCase(*_hits(center_scores(clean_embeddings, centers), labels))
+    worst = (
+        WorstCase.from_json(saved) if saved else WorstCase(*top_hits(center_scores(clean_embeddings, centers), labels))
+    )
     stages = _stages(settings, threat)
     label = f"{modality.value} {threat}"
     for stage_number, (name, build, is_check) in enumerate(stages):
@@ -418,7 +420,7 @@ def evaluate_robust(
         clean_scores = center_scores(
             embed_all(encoder, modality, data.inputs, batch_size=settings.batch_size, shard=True), centers
         )
-        clean_top1, clean_top5 = (float(hit.float().mean()) for hit in _hits(clean_scores, data.labels))
+        clean_top1, clean_top5 = (float(hit.float().mean()) for hit in top_hits(clean_scores, data.labels))
         checker = (
             SanityChecker(encoder, modality, data.inputs, data.labels, centers, settings) if settings.checks else None
         )
@@ -438,12 +440,12 @@ def evaluate_robust(
                 "batch_size": settings.batch_size,
                 # float32 runs keep the key they had before precision was a setting
                 **({} if settings.precision == "float32" else {"precision": settings.precision}),
-                "centers": _fingerprint(centers),  # class names, templates and text tower, by what they give
+                "centers": centers_fingerprint(centers),  # class names, templates and text tower, by what they give
             }
             path = (
                 None
                 if state_directory is None
-                else state_directory / f"{modality.value}-{threat.norm}-{threat.eps:.8f}{_rank_suffix()}.json"
+                else state_directory / f"{modality.value}-{threat.norm}-{threat.eps:.8f}{rank_suffix()}.json"
             )
             state = RunState(path, config)
             worst, square = evaluate_modality_threat(
@@ -471,13 +473,13 @@ def evaluate_robust(
     return rows
 
 
-def _rank_suffix() -> str:
+def rank_suffix() -> str:
     """Each rank of a launched run keeps its own state file; rank 0's is the one a single process uses."""
     world = distributed.current()
     return "" if world.main else f".rank{world.rank}"
 
 
-def _fingerprint(centers: torch.Tensor) -> str:
+def centers_fingerprint(centers: torch.Tensor) -> str:
     """What the centers are, to 4 decimals: other prompts change them far more, thread counts far less."""
     rounded = torch.round(centers.detach().float().cpu() * 1e4).to(torch.int32).contiguous()
     return hashlib.sha256(rounded.numpy().tobytes()).hexdigest()[:16]

@@ -16,13 +16,12 @@ from functools import partial
 from pathlib import Path
 
 from bindguard._types import Modality
-from bindguard.data.builtin.benchmark import Benchmark
 from bindguard.data.files import (
     LabelledFiles,
     Source,
     check_root,
     check_split,
-    decode_benchmark,
+    loader,
     shape_of,
     templates_for,
 )
@@ -79,19 +78,4 @@ def clotho_source(
     return Source("clotho", split, Modality.AUDIO, listed, decode, settings, templates_for(Modality.AUDIO, templates))
 
 
-def load_clotho(
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-) -> Benchmark:
-    source = clotho_source(
-        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+load_clotho = loader(clotho_source)

@@ -170,3 +170,27 @@ def shape_of(shapes: dict | None, modality: Modality, default: Sequence[int]) ->
         if Modality.parse(key) is modality:
             return tuple(int(v) for v in value)
     return tuple(default)
+
+
+def loader(source: Callable[..., Source]) -> Callable[..., Benchmark]:
+    """The registered loader of a data set read from files: its ``source`` listing, decoded in full."""
+
+    def load(
+        *,
+        data_root: str | Path | None = None,
+        split: str = "test",
+        modalities: Sequence[Modality] | None = None,
+        limit: int | None = None,
+        shapes: dict | None = None,
+        sample_rate: int | None = None,
+        skip_bad_files: bool = False,
+        templates: Path | None = None,
+    ) -> Benchmark:
+        listed = source(
+            data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
+            templates=templates,
+        )  # fmt: skip
+        return decode_benchmark(listed, limit=limit, skip_bad_files=skip_bad_files)
+
+    load.__doc__ = source.__doc__
+    return load

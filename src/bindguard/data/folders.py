@@ -8,7 +8,7 @@ prompts); files are taken in name order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,7 @@ from bindguard.data.files import (
     check_root,
     check_split,
     class_name,
-    decode_benchmark,
+    loader,
     shape_of,
     templates_for,
 )
@@ -111,32 +111,10 @@ def class_folder_source(
     return Source(name, split, modality, listed, decode, settings, templates_for(modality, templates))
 
 
-def load_class_folders(
-    modality: Modality,
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-    name: str = "",
-) -> Benchmark:
-    """One modality's class folders, decoded (see the module docstring)."""
-    source = class_folder_source(
-        modality, data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates, name=name,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
-
-
-def _named(modality: Modality, name: str):  # noqa: ANN202 - a loader and a source per registered name
-    return (
-        partial(load_class_folders, modality, name=name),
-        partial(class_folder_source, modality, name=name),
-    )
+def _named(modality: Modality, name: str) -> tuple[Callable[..., Benchmark], Callable[..., Source]]:
+    """The registered loader and source of one modality's class folders."""
+    source = partial(class_folder_source, modality, name=name)
+    return loader(source), source
 
 
 load_image_folders, image_folder_source = _named(Modality.IMAGE, "image-folders")

@@ -16,8 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from bindguard._types import Modality
-from bindguard.data.builtin.benchmark import Benchmark
-from bindguard.data.files import LabelledFiles, Source, check_root, decode_benchmark, shape_of, templates_for
+from bindguard.data.files import LabelledFiles, Source, check_root, loader, shape_of, templates_for
 from bindguard.data.folders import DEFAULT_SHAPES
 from bindguard.data.media import decode_image
 from bindguard.errors import ConfigError, DataError
@@ -96,19 +95,4 @@ def imagenet_val_source(
     )
 
 
-def load_imagenet_val(
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-) -> Benchmark:
-    source = imagenet_val_source(
-        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+load_imagenet_val = loader(imagenet_val_source)

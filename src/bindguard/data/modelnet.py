@@ -24,7 +24,7 @@ from bindguard.data.files import (
     check_root,
     check_split,
     class_name,
-    decode_benchmark,
+    loader,
     round_robin,
     shape_of,
     templates_for,
@@ -75,22 +75,7 @@ def modelnet40_source(
     )
 
 
-def load_modelnet40(
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-) -> Benchmark:
-    source = modelnet40_source(
-        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+load_modelnet40 = loader(modelnet40_source)
 
 
 def load_modelnet40_h5(

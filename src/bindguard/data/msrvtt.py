@@ -17,14 +17,13 @@ from functools import partial
 from pathlib import Path
 
 from bindguard._types import Modality
-from bindguard.data.builtin.benchmark import Benchmark
 from bindguard.data.files import (
     LabelledFiles,
     Source,
     check_root,
     check_split,
     class_name,
-    decode_benchmark,
+    loader,
     shape_of,
     templates_for,
 )
@@ -116,19 +115,4 @@ def msrvtt_source(
     )
 
 
-def load_msrvtt(
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-) -> Benchmark:
-    source = msrvtt_source(
-        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+load_msrvtt = loader(msrvtt_source)

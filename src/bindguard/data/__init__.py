@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -50,30 +49,31 @@ for _name, _target, _description, _extra in (
     DATASETS.register(_name, f"bindguard.data.{_target}", description=_description, extra=_extra)
 
 # The data sets bindguard data prepare can cache: name -> the function listing their files (a Source).
-SOURCES = {
-    "image-folders": "bindguard.data.folders:image_folder_source",
-    "imagenet-val": "bindguard.data.imagenet:imagenet_val_source",
-    "thermal-folders": "bindguard.data.folders:thermal_folder_source",
-    "depth-folders": "bindguard.data.folders:depth_folder_source",
-    "audio-folders": "bindguard.data.folders:audio_folder_source",
-    "video-folders": "bindguard.data.folders:video_folder_source",
-    "msrvtt": "bindguard.data.msrvtt:msrvtt_source",
-    "esc50": "bindguard.data.esc50:esc50_source",
-    "clotho": "bindguard.data.clotho:clotho_source",
-    "modelnet40": "bindguard.data.modelnet:modelnet40_source",
-}
+SOURCES: Registry[Any] = Registry("data set read file by file", "bindguard data list")
+for _name, _target in (
+    ("image-folders", "folders:image_folder_source"),
+    ("imagenet-val", "imagenet:imagenet_val_source"),
+    ("thermal-folders", "folders:thermal_folder_source"),
+    ("depth-folders", "folders:depth_folder_source"),
+    ("audio-folders", "folders:audio_folder_source"),
+    ("video-folders", "folders:video_folder_source"),
+    ("msrvtt", "msrvtt:msrvtt_source"),
+    ("esc50", "esc50:esc50_source"),
+    ("clotho", "clotho:clotho_source"),
+    ("modelnet40", "modelnet:modelnet40_source"),
+):
+    SOURCES.register(_name, f"bindguard.data.{_target}")
 
 
 def data_source(name: str, /, **options: Any) -> Any:
     """The files of a data set read from files, and how each is decoded (``data.files.Source``)."""
-    if name not in SOURCES:
+    if name not in SOURCES.names():
         DATASETS.get(name)  # an unknown name: the error names the closest
         raise ConfigError(
             f"data set {name!r} is not read file by file, so there is nothing to prepare; "
-            f"evaluate it directly (data sets that can be prepared: {', '.join(SOURCES)})"
+            f"evaluate it directly (data sets that can be prepared: {', '.join(SOURCES.names())})"
         )
-    module, _, attribute = SOURCES[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)(**options)
+    return SOURCES.create(name, **options)
 
 
 def check_data_source(name: object) -> str:

@@ -342,3 +342,26 @@ def test_a_single_sample_out_of_memory_is_raised(tinybind, small_benchmark, monk
         evaluate_robust(
             tinybind, small_benchmark, [ThreatModel.linf("4/255")], modalities=[Modality.IMAGE], settings=QUICK
         )
+
+
+def test_tracking_top1_only_attacks_fewer_samples_and_marks_top5_as_a_bound(tinybind, small_benchmark, monkeypatch):
+    """With top5=False a sample is attacked only while its top-1 survives, as AutoAttack does."""
+    from dataclasses import replace
+
+    attacked = []
+    original = Attack.run
+
+    def run(self, encoder, modality, x, context):
+        attacked.append(x.shape[0])
+        return original(self, encoder, modality, x, context)
+
+    monkeypatch.setattr(Attack, "run", run)
+    threat = [ThreatModel.linf("4/255")]
+    both = evaluate_robust(tinybind, small_benchmark, threat, modalities=[Modality.IMAGE], settings=QUICK)[0]
+    top5_work = sum(attacked)
+    attacked.clear()
+    top1 = evaluate_robust(
+        tinybind, small_benchmark, threat, modalities=[Modality.IMAGE], settings=replace(QUICK, top5=False)
+    )[0]
+    assert sum(attacked) <= top5_work and top1["top5_attacked"] is False and "top5_attacked" not in both
+    assert top1["top1"] == both["top1"] == 0.0 and top1["top5"] >= both["top5"]

@@ -489,3 +489,19 @@ def test_attack_restores_mixed_submodule_modes(tinybind, inputs) -> None:
         tinybind.eval()
     changed = sorted(name for name in before if before[name] != after[name])
     assert not changed, f"modes changed by the attack: {changed[:5]}"
+
+
+def test_apgd_with_early_stop_reaches_the_same_verdicts_in_fewer_passes(tinybind, test_benchmark) -> None:
+    """Stopping a sample once it is fooled cannot unfool it: the best iterate is kept."""
+    from bindguard.encoders.centers import benchmark_centers
+    from bindguard.objectives import ObjectiveContext
+
+    data = test_benchmark.data[Modality.IMAGE]
+    x, labels = data.inputs[:16], data.labels[:16]
+    centers = benchmark_centers(tinybind, test_benchmark, Modality.IMAGE)
+    context = ObjectiveContext(labels=labels, centers=centers, logit_scale=tinybind.logit_scale(Modality.IMAGE))
+    threat = ThreatModel.linf("4/255")
+    full = create_attack("apgd-ce", threat=threat, steps=10).run(tinybind, Modality.IMAGE, x, context)
+    quick = create_attack("apgd-ce", threat=threat, steps=10, early_stop=True).run(tinybind, Modality.IMAGE, x, context)
+    assert bool(full.success.all()) and torch.equal(full.success, quick.success)
+    assert quick.forward_passes < full.forward_passes  # at 4/255 every sample falls in the first steps

@@ -40,6 +40,8 @@ class APGD(Attack):
         steps: iterations per restart (AutoAttack uses 100).
         restarts: random restarts; each sample keeps its best.
         seed: seeds the random starts.
+        early_stop: stop stepping a sample once the objective's goal is reached (its best is then
+            already a success, so the verdict is the same; used when only top-1 is tracked).
     """
 
     name = "apgd"
@@ -52,8 +54,10 @@ class APGD(Attack):
         steps: int = 100,
         restarts: int = 1,
         seed: int = 0,
+        early_stop: bool = False,
     ):
         super().__init__(threat, objective=objective, seed=seed)
+        self.early_stop = early_stop
         if steps < 2 or restarts < 1:
             raise ConfigError(f"APGD needs steps >= 2 and restarts >= 1, got steps={steps}, restarts={restarts}")
         self.steps, self.restarts = steps, restarts
@@ -97,6 +101,7 @@ class APGD(Attack):
         halved_last_time = torch.zeros(count, dtype=torch.bool, device=clean.device)
         checkpoint_max = max_loss.clone()
         last_checkpoint = 0
+        passes = count
         for step in range(self.steps):
             # gradient step, then momentum (none on the first step)
             z = clean + self.threat.project(
@@ -110,6 +115,19 @@ class APGD(Attack):
             previous, current = current, following
             loss, gradient, embedding = loss_and_gradient(forward, objective, current, context)
             best.update_at(index, current, loss, objective.success(embedding, context))
+            passes += len(index)
+            if self.early_stop and bool(best.success[index].any()):
+                keep = torch.nonzero(~best.success[index]).flatten()
+                if keep.numel() == 0:
+                    break
+                clean, current, previous, gradient, loss, last_loss = (
+                    t[keep] for t in (clean, current, previous, gradient, loss, last_loss)
+                )
+                max_x, max_gradient, max_loss, checkpoint_max = (
+                    t[keep] for t in (max_x, max_gradient, max_loss, checkpoint_max)
+                )
+                eta, increases, halved_last_time, index = (t[keep] for t in (eta, increases, halved_last_time, index))
+                context = context.subset(keep)
             increases += (loss > last_loss).float()
             last_loss = loss
             improved = loss > max_loss
@@ -128,7 +146,7 @@ class APGD(Attack):
                 halved_last_time, checkpoint_max = halve, max_loss.clone()
                 increases.zero_()
                 last_checkpoint = step + 1
-        return count * (self.steps + 1)
+        return passes
 
 
 class APGDTargeted(APGD):
@@ -149,9 +167,18 @@ class APGDTargeted(APGD):
     name = "apgd-t"
 
     def __init__(
-        self, threat: ThreatModel, *, steps: int = 100, targets: int = 3, restarts: int = 1, seed: int = 0
+        self,
+        threat: ThreatModel,
+        *,
+        steps: int = 100,
+        targets: int = 3,
+        restarts: int = 1,
+        seed: int = 0,
+        early_stop: bool = False,
     ) -> None:
-        super().__init__(threat, objective=ZeroShotDLR(), steps=steps, restarts=restarts, seed=seed)
+        super().__init__(
+            threat, objective=ZeroShotDLR(), steps=steps, restarts=restarts, seed=seed, early_stop=early_stop
+        )
         if targets < 1:
             raise ConfigError(f"targets must be at least 1, got {targets}")
         self.targets = targets

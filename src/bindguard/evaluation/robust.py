@@ -19,13 +19,14 @@ from bindguard import distributed
 from bindguard._checks import check_count, check_seed
 from bindguard._types import Modality
 from bindguard.attacks import Attack, ThreatModel, create_attack
+from bindguard.attacks.apgd import APGD
 from bindguard.data import Benchmark
 from bindguard.data.rows import Rows
 from bindguard.encoders import Encoder
 from bindguard.encoders.centers import benchmark_centers
 from bindguard.errors import ConfigError
 from bindguard.evaluation.clean import embed_all
-from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, Ensemble
+from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE, Ensemble, Member
 from bindguard.evaluation.flags import SanityChecker
 from bindguard.evaluation.metrics import wilson_interval
 from bindguard.evaluation.state import RunState
@@ -209,16 +210,14 @@ def _attack_in_batches(
 
 def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
     """(name, builder, is the Square check) for each attack, in order."""
-    stages = [
-        (
-            member.attack,
-            lambda member=member: member.build(
-                threat, steps=settings.steps, seed=settings.seed, square_queries=settings.square_queries
-            ),
-            False,
-        )
-        for member in settings.ensemble.members
-    ]
+
+    def build(member: Member) -> Attack:
+        attack = member.build(threat, steps=settings.steps, seed=settings.seed, square_queries=settings.square_queries)
+        if not settings.top5 and isinstance(attack, APGD):
+            attack.early_stop = True  # only top-1 counts: a broken sample needs no more steps
+        return attack
+
+    stages = [(member.attack, lambda member=member: build(member), False) for member in settings.ensemble.members]
     if settings.square_queries and "square" not in settings.ensemble.attack_names:
         stages.append(
             (

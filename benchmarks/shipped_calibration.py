@@ -99,7 +99,7 @@ def render() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modalities", default="image,video,depth,thermal,audio,point")
+    parser.add_argument("--modalities", default="image,video,depth,thermal,audio,point,event")
     parser.add_argument("--eps", default="4/255", help="comma-separated relative Linf budgets")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)

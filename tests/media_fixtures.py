@@ -197,3 +197,80 @@ def clotho(root: Path, *, clips: int = 4) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     return root
+
+
+# ---------------------------------------------------------------- event recordings
+
+NCALTECH101_CLASSES = ("Faces_easy", "car_side", "crab")  # prompt names: face, car side, crab
+
+
+def event_bytes(x, y, t, p) -> bytes:
+    """Events in N-MNIST / N-Caltech101's 5-byte layout: x, y, then polarity bit and 23-bit time, big-endian."""
+    x, y, t, p = (np.asarray(v, dtype=np.int64) for v in (x, y, t, p))
+    rows = np.stack([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF], axis=1)
+    return rows.astype(np.uint8).tobytes()
+
+
+def random_events(seed: int, *, events: int = 300, size: tuple[int, int] = (180, 240)) -> tuple[np.ndarray, ...]:
+    """x, y, t (microseconds, sorted), p of ``events`` events on a (height, width) sensor; half of them
+    in a square whose place depends on the seed, the class signal."""
+    generator = np.random.default_rng(seed)
+    height, width = size
+    x = generator.integers(0, width, events)
+    y = generator.integers(0, height, events)
+    side = max(min(height, width) // 4, 1)
+    corner = (seed % 3) * (min(height, width) - side) // 2
+    x[: events // 2] = corner + generator.integers(0, side, events // 2)
+    y[: events // 2] = corner + generator.integers(0, side, events // 2)
+    t = np.sort(generator.integers(0, 300_000, events))
+    p = generator.integers(0, 2, events)
+    return x, y, t, p
+
+
+def write_event_bin(path: Path, seed: int, *, events: int = 300, size: tuple[int, int] = (180, 240)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(event_bytes(*random_events(seed, events=events, size=size)))
+    return path
+
+
+def write_event_npy(path: Path, seed: int, *, structured: bool = True, size: tuple[int, int] = (34, 34)) -> Path:
+    """A structured array (fields x, y, t, p) or an (N, 4) array with columns x, y, t, p."""
+    x, y, t, p = random_events(seed, events=200, size=size)
+    if structured:
+        array = np.zeros(len(x), dtype=[("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", bool)])
+        array["x"], array["y"], array["t"], array["p"] = x, y, t, p.astype(bool)
+    else:
+        array = np.stack([x, y, t, p], axis=1).astype(np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    return path
+
+
+def write_event_npz(path: Path, seed: int, *, size: tuple[int, int] = (34, 34), sensor_size=None) -> Path:
+    """Arrays x, y, t, p, and ``sensor_size`` when given."""
+    x, y, t, p = random_events(seed, events=200, size=size)
+    extra = {} if sensor_size is None else {"sensor_size": np.asarray(sensor_size)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, y=y, t=t, p=p * 2 - 1, **extra)  # polarities as -1 / 1
+    return path
+
+
+def ncaltech101(root: Path, *, per_class: int = 2) -> Path:
+    """ROOT/Caltech101/CLASS/image_NNNN.bin, N-Caltech101's archive layout, with its clutter folder."""
+    for label, name in enumerate(NCALTECH101_CLASSES):
+        for index in range(per_class):
+            write_event_bin(root / "Caltech101" / name / f"image_{index + 1:04d}.bin", seed=10 * label + index)
+    write_event_bin(root / "Caltech101" / "BACKGROUND_Google" / "image_0001.bin", seed=99)
+    return root
+
+
+def event_folders(root: Path, *, split: str | None = None) -> Path:
+    """ROOT/[SPLIT/]CLASS/ with one recording of each format per class: .bin, structured .npy, (N, 4) .npy, .npz."""
+    base = root / split if split else root
+    for label, name in enumerate(CLASSES):
+        seed = 10 * label
+        write_event_bin(base / name / "000.bin", seed, size=(34, 34))
+        write_event_npy(base / name / "001.npy", seed + 1)
+        write_event_npy(base / name / "002.npy", seed + 2, structured=False)
+        write_event_npz(base / name / "003.npz", seed + 3, sensor_size=(34, 34))
+    return root

@@ -3,7 +3,8 @@
 ``SecondEncoder`` shares nothing with TinyBind: a ViT-style image tower at 224 px (CLIP
 normalisation, 32-px patches, class token, pre-norm transformer blocks), a strided-convolution
 audio tower at 8 kHz and a byte-level text tower, all in plain torch and randomly initialised from
-a seed. Per-modality logit scales follow ImageBind, which learns one per modality. Everything
+a seed. With ``events=True`` it also has an event tower at its own size (3 bins, 24 x 40, unlike
+TinyBind's square input). Per-modality logit scales follow ImageBind, which learns one per modality. Everything
 generic (evaluation, attacks, calibration, save/load, reports) must run on it unchanged.
 """
 
@@ -19,7 +20,7 @@ from bindguard._types import Modality
 from bindguard.encoders import Encoder
 from bindguard.encoders.base import fingerprint_tensors
 from bindguard.errors import UnknownNameError
-from bindguard.modalities import InputSpec, audio_spec, image_spec
+from bindguard.modalities import InputSpec, audio_spec, event_spec, image_spec
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -30,9 +31,11 @@ AUDIO_SAMPLES = SAMPLE_RATE  # one second
 AUDIO_KERNEL, AUDIO_STRIDE = 160, 80  # 20 ms windows, 10 ms hop: 99 tokens per second
 TEXT_LENGTH = 32  # UTF-8 bytes; longer strings are cut, shorter ones padded
 PAD = 0  # token 0 is padding; byte b is token b + 1
+EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH = 3, 24, 40
+EVENT_PATCH = 8  # 3 x 5 = 15 patch tokens
 # ImageBind learns one scale per modality (its audio scale is fixed at 20); these are distinct on purpose,
 # so a test can tell that the losses use the encoder's own scale and not a default.
-LOGIT_SCALES = {Modality.IMAGE: 50.0, Modality.AUDIO: 20.0, Modality.TEXT: 1 / 0.07}
+LOGIT_SCALES = {Modality.IMAGE: 50.0, Modality.AUDIO: 20.0, Modality.EVENT: 30.0, Modality.TEXT: 1 / 0.07}
 
 
 class Block(nn.Module):
@@ -105,6 +108,26 @@ class AudioTower(nn.Module):
         return self.projection(self.norm(self.block(tokens)).mean(1))  # (B, D)
 
 
+class EventTower(nn.Module):
+    """8-px patches over every time bin and polarity, learned positions, one block, mean pool."""
+
+    def __init__(self, width: int, heads: int, embed_dim: int):
+        super().__init__()
+        tokens = (EVENT_HEIGHT // EVENT_PATCH) * (EVENT_WIDTH // EVENT_PATCH)
+        self.patch = nn.Linear(EVENT_BINS * 2 * EVENT_PATCH * EVENT_PATCH, width)
+        self.position = nn.Parameter(0.02 * torch.randn(1, tokens, width))
+        self.block = Block(width, heads)
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, events: torch.Tensor) -> torch.Tensor:
+        batch, rows, columns = events.shape[0], EVENT_HEIGHT // EVENT_PATCH, EVENT_WIDTH // EVENT_PATCH
+        grid = events.reshape(batch, EVENT_BINS * 2, rows, EVENT_PATCH, columns, EVENT_PATCH)  # (B, 6, 3, 8, 5, 8)
+        patches = grid.permute(0, 2, 4, 1, 3, 5).reshape(batch, rows * columns, -1)  # (B, 15, 384)
+        tokens = self.patch(patches) + self.position  # (B, 15, W)
+        return self.projection(self.norm(self.block(tokens)).mean(1))  # (B, D)
+
+
 class TextTower(nn.Module):
     """UTF-8 bytes (padded or cut to 32), embedding, one block, masked mean pool."""
 
@@ -139,6 +162,7 @@ class SecondEncoder(Encoder):
 
     Args:
         seed: initialises every weight; the global random state is left as it was.
+        events: add an event tower (its weights come after the others', which stay as they were).
         width, heads: of every transformer block.
         image_depth: image transformer blocks.
         embed_dim: size of the shared embedding.
@@ -147,7 +171,16 @@ class SecondEncoder(Encoder):
     name = "second"
     modalities = (Modality.IMAGE, Modality.AUDIO, Modality.TEXT)
 
-    def __init__(self, seed: int = 0, *, width: int = 64, heads: int = 4, image_depth: int = 2, embed_dim: int = 32):
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        width: int = 64,
+        heads: int = 4,
+        image_depth: int = 2,
+        embed_dim: int = 32,
+        events: bool = False,
+    ):
         super().__init__()
         self.seed = seed
         self.embed_dim = embed_dim
@@ -155,12 +188,17 @@ class SecondEncoder(Encoder):
             Modality.IMAGE: image_spec(IMAGE_SIZE, IMAGE_SIZE, mean=CLIP_MEAN, std=CLIP_STD),
             Modality.AUDIO: audio_spec(AUDIO_SAMPLES, SAMPLE_RATE),
         }
+        if events:
+            self.modalities = (Modality.IMAGE, Modality.AUDIO, Modality.EVENT, Modality.TEXT)
+            self.specs[Modality.EVENT] = event_spec(EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH)
         # seeded weights without touching the caller's random state (modules initialise on the CPU generator)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             self.image = ImageTower(width, heads, image_depth, embed_dim)
             self.audio = AudioTower(width, heads, embed_dim)
             self.text = TextTower(width, heads, embed_dim)
+            if events:
+                self.event = EventTower(width, heads, embed_dim)
         self.requires_grad_(False)
         self.eval()
 
@@ -183,4 +221,6 @@ class SecondEncoder(Encoder):
             return self.text(x)
         if modality is Modality.IMAGE:
             return self.image(self.specs[modality].normalize(x))  # CLIP normalisation inside, raw [0, 1] outside
+        if modality is Modality.EVENT:
+            return self.event(x)
         return self.audio(x)

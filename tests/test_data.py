@@ -21,6 +21,7 @@ SHAPES = {
     Modality.POINT: (256, 3),
     Modality.DEPTH: (1, 32, 32),
     Modality.THERMAL: (1, 32, 32),
+    Modality.EVENT: (4, 2, 32, 32),
 }
 
 
@@ -119,7 +120,19 @@ ASKED = {
     Modality.DEPTH: (1, 24, 24),
     Modality.THERMAL: (1, 48, 48),
     Modality.AUDIO: (6000,),
+    Modality.EVENT: (3, 2, 24, 40),
 }
+
+
+GOLDEN_EVENT_COUNT, GOLDEN_EVENT_SATURATED = 6679, 83
+
+
+def test_default_event_rendering_matches_its_golden_sum() -> None:
+    """Events are sparse (the values picked above are zeros), so their sum and counts are the golden values."""
+    inputs = load_builtin(split="test", modalities=[Modality.EVENT], limit=8).data[Modality.EVENT].inputs
+    assert float(inputs.double().sum()) == pytest.approx(2520.447938, rel=1e-6)
+    assert int((inputs > 0).sum()) == GOLDEN_EVENT_COUNT
+    assert int((inputs == 1).sum()) == GOLDEN_EVENT_SATURATED
 
 
 def test_default_rendering_matches_the_golden_values(test_benchmark) -> None:

@@ -20,6 +20,7 @@ class Modality(str, Enum):
     POINT = "point"
     DEPTH = "depth"
     THERMAL = "thermal"
+    EVENT = "event"
     TEXT = "text"
 
     def __str__(self) -> str:
@@ -49,6 +50,8 @@ _ALIASES = {
     "point_cloud": Modality.POINT,
     "points": Modality.POINT,
     "pointcloud": Modality.POINT,
+    "events": Modality.EVENT,
+    "event_stream": Modality.EVENT,
 }
 _BY_NAME = {m.value: m for m in Modality} | _ALIASES
 

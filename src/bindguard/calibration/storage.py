@@ -47,11 +47,19 @@ def staged_tensor_file(sha256: str) -> str:
 
 
 def write_calibrations(
-    directory: Path, *, encoder: str, embed_dim: int, encoder_parameters: int, modules: dict[str, torch.nn.Module]
+    directory: Path,
+    *,
+    encoder: str,
+    embed_dim: int,
+    encoder_parameters: int,
+    modules: dict[str, torch.nn.Module],
+    kept_encoder: str | None = None,
 ) -> Path:
     """Write (or extend) a calibration folder with per-modality modules ``{modality: Calibration}``.
 
-    Modalities already in the folder for the same encoder are kept unless overwritten here.
+    Modalities already in the folder are kept unless overwritten here, when the folder was written
+    for ``kept_encoder`` (default ``encoder``): the identity of the weights those modalities use,
+    which is narrower than ``encoder`` when a new modality's tower comes from a file of its own.
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -60,7 +68,7 @@ def write_calibrations(
     tensors: dict[str, torch.Tensor] = {}
     if (directory / CONFIG_FILE).exists():
         header, old_configs, old_tensors = read_calibrations(directory)
-        if header["encoder"] != encoder or header["embed_dim"] != embed_dim:
+        if header["encoder"] not in (encoder, kept_encoder) or header["embed_dim"] != embed_dim:
             raise DataError(
                 f"{directory} holds a calibration of {header['encoder']!r} ({header['embed_dim']}-d), not {encoder!r} "
                 f"({embed_dim}-d); fix: choose another --out folder"

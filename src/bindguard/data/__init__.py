@@ -45,6 +45,18 @@ for _name, _target, _description, _extra in (
     ("esc50", "esc50:load_esc50", "audio: ESC-50, ROOT/meta/esc50.csv + ROOT/audio/*.wav; test = fold 5", None),
     ("modelnet40", "modelnet:load_modelnet40", "point: ModelNet40 meshes, ROOT/CLASS/train|test/*.off", None),
     ("modelnet40-h5", "modelnet:load_modelnet40_h5", "point: ModelNet40 HDF5 export, ROOT/ply_data_*.h5", "data"),
+    (
+        "ncaltech101",
+        "events:load_ncaltech101",
+        "event: N-Caltech101, ROOT/[Caltech101/]CLASS/*.bin; test = every 5th per class",
+        None,
+    ),
+    (
+        "event-folders",
+        "events:load_event_folders",
+        f"event: class folders of event lists, {_FOLDERS}*.bin|npy|npz",
+        None,
+    ),
 ):
     DATASETS.register(_name, f"bindguard.data.{_target}", description=_description, extra=_extra)
 
@@ -61,6 +73,8 @@ for _name, _target in (
     ("esc50", "esc50:esc50_source"),
     ("clotho", "clotho:clotho_source"),
     ("modelnet40", "modelnet:modelnet40_source"),
+    ("ncaltech101", "events:ncaltech101_source"),
+    ("event-folders", "events:event_folder_source"),
 ):
     SOURCES.register(_name, f"bindguard.data.{_target}")
 

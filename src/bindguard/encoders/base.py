@@ -79,6 +79,13 @@ class Encoder(nn.Module, ABC):
         """
         return f"{self.name}@{self.weights_fingerprint()}"
 
+    def identity_for(self, modalities: Sequence[Modality]) -> str:
+        """The identity of the weights that ``modalities`` use; a calibration of them records this.
+
+        The whole ``identity`` by default; an encoder whose towers load from separate files narrows it.
+        """
+        return self.identity
+
     def weights_fingerprint(self) -> str:
         cached = self.__dict__.get("_fingerprint")
         if cached is None:

@@ -152,7 +152,7 @@ class CalibratedEncoder(Encoder):
         """Write the calibrations as ``config.json`` + ``model.safetensors`` (see ``from_pretrained``)."""
         return write_calibrations(
             directory,
-            encoder=self.base.identity,
+            encoder=self.base.identity_for([Modality.parse(m) for m in self.calibrations]),
             embed_dim=self.embed_dim,
             encoder_parameters=self.base.num_parameters(),
             modules=dict(self.calibrations.items()),
@@ -167,7 +167,7 @@ class CalibratedEncoder(Encoder):
                 missing, pickled, corrupt or tampered files.
         """
         header, configs, tensors = read_calibrations(directory)
-        check_made_for(base, header["encoder"], directory)
+        check_made_for(base, header["encoder"], directory, [Modality.parse(m) for m in configs])
         broken = non_finite_tensor(tensors)
         if broken is not None:
             raise DataError(
@@ -206,7 +206,7 @@ class CalibratedEncoder(Encoder):
         return calibrated
 
 
-def check_made_for(base: Encoder, recorded: str, directory: Path) -> None:
+def check_made_for(base: Encoder, recorded: str, directory: Path, modalities: Sequence[Modality] | None = None) -> None:
     """Refuse a calibration recorded for another encoder or other weights behind the same name.
 
     ``recorded`` is the identity written at save time (``name@fingerprint``); folders written before
@@ -221,9 +221,10 @@ def check_made_for(base: Encoder, recorded: str, directory: Path) -> None:
             f"calibration {directory} was made for encoder {name!r}, not {base.name!r}; "
             f"fix: use --model {name} or calibrate {base.name}"
         )
-    if "@" in recorded and recorded != base.identity:
+    loaded = base.identity if modalities is None else base.identity_for(modalities)
+    if "@" in recorded and recorded != loaded:
         raise DataError(
-            f"calibration {directory} was made for {recorded}, other weights than the loaded {base.identity}; "
+            f"calibration {directory} was made for {recorded}, other weights than the loaded {loaded}; "
             "fix: load the weights it was made for (--weights), or calibrate these"
         )
 

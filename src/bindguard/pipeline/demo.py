@@ -1,4 +1,4 @@
-"""The demo: the main job on the embedded default, TinyBind on the built-in benchmark, all six modalities.
+"""The demo: the main job on the embedded default, TinyBind on the built-in benchmark, all seven modalities.
 
 Clean evaluation, the standard ensemble at 1/255, 2/255 and 4/255 (Linf), example perturbations,
 the calibration that ships with TinyBind (``calibration="shipped"``) measured before and after

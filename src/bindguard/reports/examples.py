@@ -19,6 +19,7 @@ LAYOUTS: dict[str, tuple[int | None, ...]] = {
     "video": (None, 3, None, None),
     "audio": (None,),
     "point": (None, 3),
+    "event": (None, 2, None, None),
 }
 DEFAULT_SAMPLE_RATE = 16_000
 

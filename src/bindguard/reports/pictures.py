@@ -28,6 +28,9 @@ DESCRIPTIONS = {
     "audio": "For each sample: waveforms (top, one amplitude scale, with a zoom into the difference) and log-mel "
     "spectrograms (bottom) of the clean clip, the adversarial clip and the difference; the players below play "
     "the first sample.",
+    "event": "For each sample and time bin: the clean events, the adversarial events (label red when the prediction "
+    "changed), as ON minus OFF density (red ON, blue OFF, white none), and the difference of each polarity's "
+    "densities summed, adversarial − clean, on its own blue–red scale.",
     "point": "For each sample: the clean cloud, and the adversarial cloud coloured by how far each point moved "
     "(‖δ‖₂), with arrows from each clean point to its adversarial position (lengthened as stated).",
 }
@@ -54,6 +57,7 @@ def example_picture(example: Example) -> bytes:
         "video": _video,
         "audio": _audio,
         "point": _points,
+        "event": _events,
     }[example.modality]
     return draw(example)
 
@@ -154,6 +158,37 @@ def _video(example: Example) -> bytes:
         figure.suptitle(headline(example) + " (grey = no change in the difference rows)")
 
     return render(draw, width=1.55 * len(shown_frames) + 1.6, height=1.65 * 3 * count + 0.6)
+
+
+def _events(example: Example) -> bytes:
+    count = min(2, len(example.clean))
+    bins = example.clean.shape[1]
+
+    def draw(figure: Any) -> None:
+        axes = figure.subplots(3 * count, bins, squeeze=False)
+        for index in range(count):
+            clean, adversarial = example.clean[index], example.adversarial[index]  # (T, 2, H, W)
+            difference = (adversarial - clean).sum(1)  # (T, H, W): both polarities' changes
+            limit = max(_linf(difference), 1e-12)
+            truth, guess, fooled = _predictions(example, index)
+            rows = (
+                (clean[:, 0] - clean[:, 1], 1.0, f"sample {index + 1}: clean\n{truth}", "black"),
+                (adversarial[:, 0] - adversarial[:, 1], 1.0, f"adversarial\n{guess}", FLAG if fooled else "black"),
+                (difference, limit, f"difference\n‖δ‖∞ = {_linf(adversarial - clean):.3g}", "black"),
+            )
+            for offset, (planes, scale, label, label_colour) in enumerate(rows):
+                for column in range(bins):
+                    axis = axes[3 * index + offset, column]
+                    axis.imshow(planes[column], cmap=DIFFERENCE_MAP, vmin=-scale, vmax=scale, interpolation="nearest")
+                    axis.set_xticks([])
+                    axis.set_yticks([])
+                    if offset == 0:
+                        axis.set_title(f"bin {column + 1}")
+                    if column == 0:
+                        axis.set_ylabel(label, color=label_colour, fontsize=8.5)
+        figure.suptitle(headline(example) + " (ON red, OFF blue)")
+
+    return render(draw, width=1.55 * bins + 1.6, height=1.65 * 3 * count + 0.6)
 
 
 def _audio(example: Example) -> bytes:

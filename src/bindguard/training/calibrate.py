@@ -513,11 +513,13 @@ def _calibrate_into(
     done: dict[str, CalibrationConfig] = {}
     if (out / "config.json").is_file():
         header, done, _ = read_calibrations(out)
-        if header["encoder"] != base.identity or header["embed_dim"] != base.embed_dim:
+        loaded = base.identity_for([Modality.parse(m) for m in done])
+        if header["encoder"] != loaded or header["embed_dim"] != base.embed_dim:
             raise DataError(
-                f"{out} holds a calibration of {header['encoder']!r}, not of the loaded {base.identity!r}; "
+                f"{out} holds a calibration of {header['encoder']!r}, not of the loaded {loaded!r}; "
                 "fix: choose another --out folder"
             )
+    present = [Modality.parse(m) for m in done]
     for modality in modalities:
         data = train.data[modality]
         centers = benchmark_centers(base, train, modality)
@@ -545,9 +547,12 @@ def _calibrate_into(
             data_fingerprint=fingerprint,
         )
         if distributed.current().main:
+            kept = [m for m in present if m is not modality]
+            present = [*kept, modality]
             write_calibrations(
                 out,
-                encoder=base.identity,
+                encoder=base.identity_for(present),
+                kept_encoder=base.identity_for(kept),
                 embed_dim=base.embed_dim,
                 encoder_parameters=base.num_parameters(),
                 modules={modality.value: outcome.calibration},

@@ -8,6 +8,11 @@ what makes instance-level cross-modal retrieval meaningful.
 
     L = sum_m CE(s * <z_m, c_k>, y) + w * sum_{m != image} InfoNCE(z_image, z_m; tau)
 
+The event head is bound afterwards, in a stage of its own (``bind_event_tower``): the other heads
+frozen, its events bound to the frozen image embeddings of the same instances and to the text
+centers, with its own random stream. So the other parts come out exactly as they did before
+events existed, and an event head can be bound to trained parts that have none.
+
 Trunk features are computed once per rendering variant and cached in memory, so training costs
 minutes on two CPU cores.
 """
@@ -18,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +32,15 @@ from bindguard._checks import check_count, check_number, check_seed
 from bindguard._types import Modality
 from bindguard.data.builtin.benchmark import MODALITIES, load_builtin
 from bindguard.encoders.centers import compute_semantic_centers
-from bindguard.encoders.tinybind import TRUNK_MODALITIES, TinyBind
+from bindguard.encoders.tinybind import TRUNK_MODALITIES, TinyBind, projection_head, shipped_weights_path
+from bindguard.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-GLYPH_MODALITIES = tuple(m for m in MODALITIES if m is not Modality.AUDIO)
+# Trained together in the first stage; the event head is bound to them afterwards.
+FIRST_STAGE = tuple(m for m in MODALITIES if m is not Modality.EVENT)
+GLYPH_MODALITIES = tuple(m for m in FIRST_STAGE if m is not Modality.AUDIO)
+FIRST_TRUNK = tuple(m for m in TRUNK_MODALITIES if m is not Modality.EVENT)
+EVENT_SEED_OFFSET = 1  # the event stage's random stream: recipe.seed + this
 
 Progress = Callable[[str, int, int], None]
 
@@ -47,11 +58,12 @@ class TrainRecipe:
     logit_scale: float = 30.0  # centers are close (cosine ~0.8), so the CE needs a sharp scale
     pair_weight: float = 0.5
     pair_temperature: float = 0.1
+    event_variants: int = 8  # the event stage's renderings: events vary more (motion, noise) than one pose
     limit: int | None = None  # train on the first samples only (quick checks, tests)
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
-        for name in ("variants", "epochs"):
+        for name in ("variants", "epochs", "event_variants"):
             check_count(name, getattr(self, name), 1)
         check_count("batch_size", self.batch_size, 2)
         check_count("limit", self.limit, 1, optional=True)
@@ -98,7 +110,7 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
     report = progress or (lambda stage, done, total: None)
 
     benchmark = load_builtin(split="train", variant=0, limit=recipe.limit)
-    centers = {m: compute_semantic_centers(model, benchmark.class_names, benchmark.templates[m]) for m in MODALITIES}
+    centers = {m: compute_semantic_centers(model, benchmark.class_names, benchmark.templates[m]) for m in FIRST_STAGE}
     mean, std = _audio_statistics(model, benchmark.data[Modality.AUDIO].inputs)
     model.audio_mean.copy_(mean)
     model.audio_std.copy_(std)
@@ -108,7 +120,7 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
     for variant in range(recipe.variants):
         report("features", variant, recipe.variants)
         rendered = benchmark if variant == 0 else load_builtin(split="train", variant=variant, limit=recipe.limit)
-        features.append({m: _trunk_features(model, m, rendered.data[m].inputs) for m in TRUNK_MODALITIES})
+        features.append({m: _trunk_features(model, m, rendered.data[m].inputs) for m in FIRST_TRUNK})
         points.append(rendered.data[Modality.POINT].inputs)
     report("features", recipe.variants, recipe.variants)
     glyph_labels = benchmark.data[Modality.IMAGE].labels
@@ -160,5 +172,95 @@ def train_tinybind(recipe: TrainRecipe | None = None, *, progress: Progress | No
         logger.info("epoch %d loss %.4f", epoch, loss.item())
     report("train", recipe.epochs, recipe.epochs)
     model.requires_grad_(False)
+    model.eval()
+    bind_event_tower(model, recipe, progress=progress)
     model.recipe = asdict(recipe) | {"train_seconds": round(time.perf_counter() - started, 1)}
-    return model.eval()
+    return model
+
+
+def bind_event_tower(model: TinyBind, recipe: TrainRecipe | None = None, *, progress: Progress | None = None) -> dict:
+    """Train TinyBind's event head against its frozen image head and the text centers; deterministic.
+
+    The head is initialised afresh from ``recipe.seed + EVENT_SEED_OFFSET``; the loss is the first
+    stage's, for events alone: CE to the event centers plus ``pair_weight`` x InfoNCE to the frozen
+    image embeddings of the same instances (same glyph, pose and motion).
+
+    Returns:
+        What was done, for the weights' metadata (the recipe and the seconds it took).
+    """
+    recipe = recipe or TrainRecipe()
+    started = time.perf_counter()
+    report = progress or (lambda stage, done, total: None)
+    seed = recipe.seed + EVENT_SEED_OFFSET
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = projection_head(model.config).to(model.audio_mean.device)
+    model.heads[Modality.EVENT.value] = head
+    pair = (Modality.IMAGE, Modality.EVENT)
+    benchmark = load_builtin(split="train", modalities=pair, variant=0, limit=recipe.limit)
+    centers = compute_semantic_centers(model, benchmark.class_names, benchmark.templates[Modality.EVENT])
+    images: list[torch.Tensor] = []
+    events: list[torch.Tensor] = []
+    for variant in range(recipe.event_variants):
+        report("event features", variant, recipe.event_variants)
+        rendered = (
+            benchmark
+            if variant == 0
+            else load_builtin(split="train", modalities=pair, variant=variant, limit=recipe.limit)
+        )
+        with torch.no_grad():
+            image = model.heads[Modality.IMAGE.value](
+                _trunk_features(model, Modality.IMAGE, rendered.data[Modality.IMAGE].inputs)
+            )
+        images.append(F.normalize(image, dim=-1))
+        events.append(_trunk_features(model, Modality.EVENT, rendered.data[Modality.EVENT].inputs))
+    labels = benchmark.data[Modality.EVENT].labels
+    head.requires_grad_(True)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    steps_per_epoch = (len(labels) + recipe.batch_size - 1) // recipe.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch
+    )
+    generator = torch.Generator().manual_seed(seed)
+    head.train()
+    for epoch in range(recipe.epochs):
+        report("event train", epoch, recipe.epochs)
+        order = torch.randperm(len(labels), generator=generator)
+        for step in range(steps_per_epoch):
+            batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            variant = int(torch.randint(recipe.event_variants, (1,), generator=generator))
+            embedding = F.normalize(head(events[variant][batch]), dim=-1)
+            loss = F.cross_entropy(recipe.logit_scale * embedding @ centers.T, labels[batch])
+            loss = loss + recipe.pair_weight * _info_nce(images[variant][batch], embedding, recipe.pair_temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        logger.info("event epoch %d loss %.4f", epoch, loss.item())
+    report("event train", recipe.epochs, recipe.epochs)
+    head.requires_grad_(False)
+    head.eval()
+    model.__dict__["_event_bound"] = True
+    return asdict(recipe) | {
+        "stage": "event",
+        "stage_seed": seed,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def bind_event_file(
+    weights: Path | None, out: Path, recipe: TrainRecipe | None = None, *, progress: Progress | None = None
+) -> dict:
+    """Bind an event head to trained parts that hold none (``weights``; None: the shipped ones), written to ``out``.
+
+    The trunk is the unfused one ``train_tinybind`` trains on, so the head equals the one a bind in
+    training would give on parts with these values. Returns the recipe written with it.
+    """
+    model = TinyBind().eval()
+    model.requires_grad_(False)
+    model.load_trained(Path(weights) if weights is not None else shipped_weights_path())
+    if model.event_bound:
+        raise ConfigError(f"TinyBind weights {weights} already hold an event head; there is nothing to bind")
+    done = bind_event_tower(model, recipe, progress=progress)
+    model.save_event_tower(out, recipe=done)
+    return done

@@ -1,12 +1,12 @@
-"""The built-in benchmark: the ten digits in image, video, audio, point cloud, depth and thermal.
+"""The built-in benchmark: the ten digits in image, video, audio, point cloud, depth, thermal and events.
 
 Glyphs are scikit-learn's handwritten digits (1,797 samples from 43 writers); the glyph-derived
 modalities of one instance share its source glyph and its pose, so instance-level cross-modal
 retrieval has a right answer. Audio is the shipped espeak-ng spoken-digit set. Train and test
 are disjoint by source glyph, and by voice for audio.
 
-The native sizes are ``NATIVE_SHAPES`` (32-px maps, 4-frame clips, 256 points, one second at
-16 kHz). An encoder that expects other sizes asks ``load_builtin`` for them with ``shapes`` and
+The native sizes are ``NATIVE_SHAPES`` (32-px maps, 4-frame clips, 4-bin event tensors, 256
+points, one second at 16 kHz). An encoder that expects other sizes asks ``load_builtin`` for them with ``shapes`` and
 ``sample_rate``; every size is rendered deterministically from the same scenes (see ``load_builtin``).
 """
 
@@ -30,7 +30,15 @@ from bindguard.data.rows import Rows
 from bindguard.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
-MODALITIES = (Modality.IMAGE, Modality.VIDEO, Modality.AUDIO, Modality.POINT, Modality.DEPTH, Modality.THERMAL)
+MODALITIES = (
+    Modality.IMAGE,
+    Modality.VIDEO,
+    Modality.AUDIO,
+    Modality.POINT,
+    Modality.DEPTH,
+    Modality.THERMAL,
+    Modality.EVENT,
+)
 GLYPH_TEST_FRACTION = 0.2
 AUDIO_SAMPLES = SAMPLE_RATE  # one-second windows
 
@@ -42,6 +50,7 @@ NATIVE_SHAPES: dict[Modality, tuple[int, ...]] = {
     Modality.POINT: (render.POINTS, 3),
     Modality.DEPTH: (1, render.CANVAS, render.CANVAS),
     Modality.THERMAL: (1, render.CANVAS, render.CANVAS),
+    Modality.EVENT: (render.EVENT_BINS, 2, render.CANVAS, render.CANVAS),
 }
 # The form a requested shape must have: (written form, {axis: the size it must have}).
 _SHAPE_FORMS: dict[Modality, tuple[str, dict[int, int]]] = {
@@ -51,6 +60,7 @@ _SHAPE_FORMS: dict[Modality, tuple[str, dict[int, int]]] = {
     Modality.POINT: ("(N, 3)", {1: 3}),
     Modality.DEPTH: ("(1, H, W)", {0: 1}),
     Modality.THERMAL: ("(1, H, W)", {0: 1}),
+    Modality.EVENT: ("(T, 2, H, W)", {1: 2}),
 }
 
 # Prompt templates per modality; a class's semantic center is the mean of their text embeddings.
@@ -64,6 +74,11 @@ TEMPLATES: dict[Modality, tuple[str, ...]] = {
         "a thermal image of the digit {}.",
         "a heat map of the number {}.",
         "an infrared photo of a {}.",
+    ),
+    Modality.EVENT: (
+        "an event camera recording of the digit {}.",
+        "the events of a moving number {}.",
+        "a neuromorphic image of a {}.",
     ),
 }
 
@@ -157,6 +172,8 @@ def _render(
         return render.render_points(glyphs, pose_seed, style, point_count=shape[0])[:limit]
     if modality is Modality.VIDEO:
         drawn = render.render_video(glyphs, pose_seed, style, frames=shape[0])
+    elif modality is Modality.EVENT:
+        drawn = render.render_events(glyphs, pose_seed, style, bins=shape[0])
     else:
         drawn = _RENDERERS[modality](glyphs, pose_seed, style)
     return render.resize(drawn[:limit], *shape[-2:])
@@ -262,7 +279,8 @@ def load_builtin(
     Other sizes than ``NATIVE_SHAPES`` are rendered from the same scenes, deterministically:
     image, depth and thermal maps (and video frames) are drawn on the native 32-px canvas, then
     resized to (H, W) with antialiased bilinear interpolation; a clip of T frames samples the same
-    sliding path at T evenly spaced positions; a cloud of N points draws N points from the glyph;
+    sliding path at T evenly spaced positions; an event tensor of T bins bins the events of that
+    path (``render.render_events``) into T, its densities resized like maps; a cloud of N points draws N points from the glyph;
     audio is the native 16 kHz one-second window resampled to ``sample_rate`` (polyphase,
     ``scipy.signal.resample_poly``), centre-cropped or zero-padded to S samples, clamped to [-1, 1].
 

@@ -1,4 +1,4 @@
-"""Render the handwritten-digit glyphs as images, videos, depth reliefs, thermal maps and point clouds.
+"""Render the handwritten-digit glyphs as images, videos, depth reliefs, thermal maps, event streams and point clouds.
 
 Every renderer is vectorised over a batch of glyphs. The pose of each glyph comes from a seed shared
 by all modalities of an instance; colours and noise come from the given generator, so a split
@@ -6,7 +6,7 @@ rendered twice with the same seeds is bit-identical.
 
 Pixel maps are drawn on a CANVAS x CANVAS canvas; ``resize`` brings them to another size
 (antialiased bilinear), so every size shows the same scene. Videos take any number of frames along
-the same sliding path, point clouds any number of points.
+the same sliding path, event tensors any number of time bins, point clouds any number of points.
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bindguard.modalities.event import POLARITIES, event_density, time_weights
+
 CANVAS = 32
 FRAMES = 4
 POINTS = 256
+EVENT_BINS = 4
+EVENT_SUBSTEPS = 16  # instants at which the simulated sensor compares log intensities along the path
+CONTRAST_THRESHOLD = 0.15  # log-intensity change per event, the mean over pixels
+THRESHOLD_MISMATCH = 0.1  # relative spread of the threshold across pixels (fixed-pattern noise)
+BACKGROUND_RATE = 0.005  # spurious events per pixel, polarity and time bin (background activity)
+LOG_OFFSET = 0.1  # log(I + offset): the photoreceptor's response stays finite on black
 
 
 def _uniform(generator: torch.Generator, count: int, low: float, high: float) -> torch.Tensor:
@@ -115,6 +123,55 @@ def render_video(
         frame = background * (1 - coverage) + foreground * coverage
         clip.append(frame + 0.03 * torch.randn(frame.shape, generator=generator))
     return torch.stack(clip, 1).clamp(0, 1)
+
+
+def render_events(
+    glyphs: torch.Tensor, pose_seed: int, generator: torch.Generator, *, jitter: float = 1.0, bins: int = EVENT_BINS
+) -> torch.Tensor:
+    """What an event camera reports of the video's sliding glyph, as event densities.
+
+    The glyph moves along the video's path (``render_video``), seen in grey levels at
+    ``EVENT_SUBSTEPS`` instants. Each pixel keeps the log intensity of its last event; whenever the
+    current one differs by ``n`` whole thresholds, it fires ``|n|`` events of that sign and moves its
+    reference by ``n`` thresholds (the DVS pixel model). Thresholds vary across pixels
+    (``THRESHOLD_MISMATCH``) and spurious events arrive at ``BACKGROUND_RATE``. Events between two
+    instants are placed at their midpoint and binned as ``modalities.event.events_to_tensor`` bins
+    times; the counts become densities by ``event_density``.
+
+    Returns:
+        (B, bins, 2, 32, 32) in [0, 1].
+    """
+    count = glyphs.shape[0]
+    direction = _uniform(generator, count, 0, 2 * math.pi)
+    velocity = torch.stack([torch.cos(direction), torch.sin(direction)], 1) * 0.1
+    foreground, background = _colours(generator, count)
+    luminance = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    foreground, background = (
+        (foreground * luminance).sum(1, keepdim=True),
+        (background * luminance).sum(1, keepdim=True),
+    )
+    threshold = CONTRAST_THRESHOLD * (
+        1 + THRESHOLD_MISMATCH * torch.randn(count, 1, CANVAS, CANVAS, generator=generator)
+    )
+    threshold = threshold.clamp(min=CONTRAST_THRESHOLD / 3)
+    counts = torch.zeros(count, bins, POLARITIES, CANVAS, CANVAS)
+    reference = None
+    for index in range(EVENT_SUBSTEPS):
+        step = (index / (EVENT_SUBSTEPS - 1) - 0.5) * (FRAMES - 1)  # the video's path, start to end
+        coverage = place_glyphs(glyphs, pose_seed, jitter=jitter, shift=velocity * step)
+        level = torch.log(background * (1 - coverage) + foreground * coverage + LOG_OFFSET)
+        if reference is None:
+            reference = level
+            continue
+        fired = torch.trunc((level - reference) / threshold)  # (B, 1, H, W) signed event counts
+        reference = reference + fired * threshold
+        tau = torch.tensor((index - 0.5) / (EVENT_SUBSTEPS - 1) * (bins - 1))
+        lower, lower_weight, upper_weight = time_weights(tau, bins)
+        signed = torch.cat([fired.clamp(min=0), (-fired).clamp(min=0)], 1)  # (B, 2, H, W): ON, OFF
+        counts[:, lower] += lower_weight * signed
+        counts[:, min(int(lower) + 1, bins - 1)] += upper_weight * signed
+    counts += torch.poisson(torch.full(counts.shape, BACKGROUND_RATE), generator=generator)
+    return torch.stack([event_density(sample) for sample in counts])
 
 
 def resize(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -126,11 +126,15 @@ class Run:
 
 @pytest.fixture(scope="module")
 def inputs(tinybind, test_benchmark) -> dict[Modality, Inputs]:
+    """The first SAMPLES test samples of each modality that TinyBind classifies correctly: every attack has work to do."""
     prepared = {}
     for modality in PERCEPTUAL_MODALITIES:
         data = test_benchmark.data[modality]
-        x, labels = data.inputs[:SAMPLES].clone(), data.labels[:SAMPLES].clone()
         centers = semantic_centers(tinybind, test_benchmark.class_names, test_benchmark.templates[modality])
+        with torch.no_grad():
+            right = (tinybind.encode_modality(modality, data.inputs[:32]) @ centers.T).argmax(1) == data.labels[:32]
+        chosen = right.nonzero().flatten()[:SAMPLES]
+        x, labels = data.inputs[chosen].clone(), data.labels[chosen].clone()
         with torch.no_grad():
             clean = tinybind.encode_modality(modality, x)
         prepared[modality] = Inputs(x, labels, centers, clean)
@@ -220,7 +224,9 @@ def test_result_is_well_formed(run_case, name, modality, norm) -> None:
     for field in (result.success, result.loss, result.norms):
         assert field.shape == (SAMPLES,)
     assert result.success.dtype == torch.bool
-    assert result.forward_passes >= SAMPLES * 2  # at least one gradient pass and the final check
+    # the final check of every sample and at least one gradient pass (a sample fooled by its random
+    # start takes none: with early stopping, event samples can be)
+    assert result.forward_passes >= SAMPLES + 1
 
 
 @pytest.mark.parametrize(("name", "modality", "norm"), CASES, ids=CASE_IDS)

@@ -143,7 +143,8 @@ def test_save_and_load_round_trip(tinybind, test_benchmark, saved: Path) -> None
 
     assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
     config_json = json.loads((saved / "config.json").read_text())
-    assert config_json["encoder"] == tinybind.identity and set(config_json["modalities"]) == {"image", "point"}
+    assert config_json["encoder"] == tinybind.identity_for([Modality.IMAGE, Modality.POINT])
+    assert set(config_json["modalities"]) == {"image", "point"}
     loaded = create_encoder("tinybind", calibration=saved)
     again = CalibratedEncoder.from_pretrained(tinybind, saved)
     for modality in (Modality.IMAGE, Modality.POINT):

@@ -142,3 +142,31 @@ def test_a_file_that_is_not_an_event_head_is_named(trained_without_events) -> No
     model.load_trained(path)
     with pytest.raises(DataError, match="not a TinyBind event-head file"):
         model.load_event_tower(path)
+
+
+def test_a_calibration_folder_grows_by_the_event_modality_and_keeps_the_others(
+    trained_without_events, tmp_path
+) -> None:
+    """A folder calibrated on parts without events takes an event module once a head is bound, unchanged otherwise."""
+    from bindguard.pipeline.calibrate_job import calibrate
+    from bindguard.training.recipe import CalibrationRecipe
+
+    path, _ = trained_without_events
+    head = tmp_path / "event.safetensors"
+    bind_event_file(path, head, TrainRecipe(epochs=1, variants=1, event_variants=1, limit=64))
+    six = create_encoder("tinybind", weights=path)
+    seven = create_encoder("tinybind", weights=path, event_weights=head)
+    recipe = CalibrationRecipe(name="tiny", epochs=1, batch_size=8, attack_steps=1)
+    folder = tmp_path / "calibration"
+    first = calibrate(six, "builtin", recipe=recipe, modalities="image", limit=8, out=folder)
+    image = {k: v.clone() for k, v in first.calibrations["image"].state_dict().items()}
+    assert json.loads((folder / "config.json").read_text())["encoder"] == six.identity
+    calibrate(seven, "builtin", recipe=recipe, modalities="event", limit=8, out=folder)
+    header = json.loads((folder / "config.json").read_text())
+    assert header["encoder"] == seven.identity and sorted(header["modalities"]) == ["event", "image"]
+    loaded = create_encoder("tinybind", weights=path, event_weights=head, calibration=folder)
+    assert all(torch.equal(loaded.calibrations["image"].state_dict()[k], v) for k, v in image.items())
+    with pytest.raises(DataError, match="other weights than the loaded"):
+        other = tmp_path / "other-event.safetensors"
+        bind_event_file(path, other, TrainRecipe(seed=5, epochs=1, variants=1, event_variants=1, limit=64))
+        create_encoder("tinybind", weights=path, event_weights=other, calibration=folder)

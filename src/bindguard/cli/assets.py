@@ -74,19 +74,33 @@ def tinybind_train(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed reproduces the same weights.")] = 0,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 60,
     variants: Annotated[int, typer.Option(min=1, help="Renderings of the training split (augmentations).")] = 4,
+    bind_event_to: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead: bind an event head to these trained parts ('shipped': the packaged ones) and write "
+            "the head alone to --out (the packaged tinybind-event.safetensors is made so)."
+        ),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Train TinyBind's projection heads and PointNet (frozen MiniLM and EfficientNet-Lite0)."""
     from bindguard.errors import ConfigError
-    from bindguard.training.tinybind import TrainRecipe, train_tinybind
+    from bindguard.training.tinybind import TrainRecipe, bind_event_file, train_tinybind
 
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
     if out.exists() and out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file path ending in .safetensors")
     started = time.perf_counter()
-    with progress_bars(quiet=quiet) as progress:
-        model = train_tinybind(TrainRecipe(seed=seed, epochs=epochs, variants=variants), progress=progress)
+    recipe = TrainRecipe(seed=seed, epochs=epochs, variants=variants)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if bind_event_to is not None:
+        parts = None if bind_event_to == "shipped" else Path(bind_event_to)
+        with progress_bars(quiet=quiet) as progress:
+            bind_event_file(parts, out, recipe, progress=progress)
+        console.print(f"wrote the event head {out} in {time.perf_counter() - started:.0f} s")
+        return
+    with progress_bars(quiet=quiet) as progress:
+        model = train_tinybind(recipe, progress=progress)
     model.save_trained(out, recipe=model.recipe)
     console.print(f"wrote {out} in {time.perf_counter() - started:.0f} s; use it with --weights {out}")

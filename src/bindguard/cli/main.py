@@ -244,7 +244,7 @@ def demo(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """The main job on the embedded default, TinyBind on the built-in benchmark, all six modalities:
+    """The main job on the embedded default, TinyBind on the built-in benchmark, all seven modalities:
     clean evaluation, the standard attack ensemble at 1/255, 2/255 and 4/255 (Linf), the shipped
     calibration (--calibration shipped) measured before and after (clean, transfer, adaptive), and a
     report (OUT/report.html); --quick also trains a short calibration to show the training loop.

@@ -3,14 +3,17 @@
 ``SecondEncoder`` shares nothing with TinyBind: a ViT-style image tower at 224 px (CLIP
 normalisation, 32-px patches, class token, pre-norm transformer blocks), a strided-convolution
 audio tower at 8 kHz and a byte-level text tower, all in plain torch and randomly initialised from
-a seed. With ``events=True`` it also has an event tower at its own size (3 bins, 24 x 40, unlike
-TinyBind's square input). Per-modality logit scales follow ImageBind, which learns one per modality. Everything
+a seed. ``extra_towers`` adds any of five more, each at its own size, unlike TinyBind's: events
+(3 bins, 24 x 40, not square), video (3 frames at 224 px: a one-block ViT per frame, then a
+temporal block), depth (1 x 48 x 64) and thermal (1 x 64 x 48) patch towers, and a PointNet over
+192 points. Per-modality logit scales follow ImageBind, which learns one per modality. Everything
 generic (evaluation, attacks, calibration, save/load, reports) must run on it unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +22,17 @@ from torch import nn
 from bindguard._types import Modality
 from bindguard.encoders import Encoder
 from bindguard.encoders.base import fingerprint_tensors
-from bindguard.errors import UnknownNameError
-from bindguard.modalities import InputSpec, audio_spec, event_spec, image_spec
+from bindguard.errors import ConfigError, UnknownNameError
+from bindguard.modalities import (
+    InputSpec,
+    audio_spec,
+    depth_spec,
+    event_spec,
+    image_spec,
+    point_spec,
+    thermal_spec,
+    video_spec,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -33,9 +45,33 @@ TEXT_LENGTH = 32  # UTF-8 bytes; longer strings are cut, shorter ones padded
 PAD = 0  # token 0 is padding; byte b is token b + 1
 EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH = 3, 24, 40
 EVENT_PATCH = 8  # 3 x 5 = 15 patch tokens
+VIDEO_FRAMES = 3  # at IMAGE_SIZE
+DEPTH_HEIGHT, DEPTH_WIDTH = 48, 64
+THERMAL_HEIGHT, THERMAL_WIDTH = 64, 48
+PLANE_PATCH = 8  # 6 x 8 = 48 patch tokens for depth and for thermal
+POINTS = 192
+# Towers beyond image, audio and text, in the order their weights are drawn (after the base three's).
+EXTRA_TOWERS = (Modality.EVENT, Modality.VIDEO, Modality.DEPTH, Modality.THERMAL, Modality.POINT)
 # ImageBind learns one scale per modality (its audio scale is fixed at 20); these are distinct on purpose,
 # so a test can tell that the losses use the encoder's own scale and not a default.
-LOGIT_SCALES = {Modality.IMAGE: 50.0, Modality.AUDIO: 20.0, Modality.EVENT: 30.0, Modality.TEXT: 1 / 0.07}
+LOGIT_SCALES = {
+    Modality.IMAGE: 50.0,
+    Modality.VIDEO: 45.0,
+    Modality.AUDIO: 20.0,
+    Modality.POINT: 15.0,
+    Modality.DEPTH: 25.0,
+    Modality.THERMAL: 35.0,
+    Modality.EVENT: 30.0,
+    Modality.TEXT: 1 / 0.07,
+}
+
+EXTRA_SPECS = {
+    Modality.EVENT: event_spec(EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH),
+    Modality.VIDEO: video_spec(VIDEO_FRAMES, IMAGE_SIZE, IMAGE_SIZE, mean=CLIP_MEAN, std=CLIP_STD),
+    Modality.DEPTH: depth_spec(DEPTH_HEIGHT, DEPTH_WIDTH),
+    Modality.THERMAL: thermal_spec(THERMAL_HEIGHT, THERMAL_WIDTH),
+    Modality.POINT: point_spec(POINTS),
+}
 
 
 class Block(nn.Module):
@@ -108,24 +144,59 @@ class AudioTower(nn.Module):
         return self.projection(self.norm(self.block(tokens)).mean(1))  # (B, D)
 
 
-class EventTower(nn.Module):
-    """8-px patches over every time bin and polarity, learned positions, one block, mean pool."""
+class PatchTower(nn.Module):
+    """Square patches over every channel of a (B, C, H, W) plane, learned positions, one block, mean pool.
 
-    def __init__(self, width: int, heads: int, embed_dim: int):
+    Events are such a plane once their bins and polarities are flattened into channels.
+    """
+
+    def __init__(self, plane: tuple[int, int, int], patch: int, width: int, heads: int, embed_dim: int):
         super().__init__()
-        tokens = (EVENT_HEIGHT // EVENT_PATCH) * (EVENT_WIDTH // EVENT_PATCH)
-        self.patch = nn.Linear(EVENT_BINS * 2 * EVENT_PATCH * EVENT_PATCH, width)
-        self.position = nn.Parameter(0.02 * torch.randn(1, tokens, width))
+        channels, height, columns = plane
+        self.channels, self.rows, self.columns, self.size = channels, height // patch, columns // patch, patch
+        self.patch = nn.Linear(channels * patch * patch, width)
+        self.position = nn.Parameter(0.02 * torch.randn(1, self.rows * self.columns, width))
         self.block = Block(width, heads)
         self.norm = nn.LayerNorm(width)
         self.projection = nn.Linear(width, embed_dim, bias=False)
 
-    def forward(self, events: torch.Tensor) -> torch.Tensor:
-        batch, rows, columns = events.shape[0], EVENT_HEIGHT // EVENT_PATCH, EVENT_WIDTH // EVENT_PATCH
-        grid = events.reshape(batch, EVENT_BINS * 2, rows, EVENT_PATCH, columns, EVENT_PATCH)  # (B, 6, 3, 8, 5, 8)
-        patches = grid.permute(0, 2, 4, 1, 3, 5).reshape(batch, rows * columns, -1)  # (B, 15, 384)
-        tokens = self.patch(patches) + self.position  # (B, 15, W)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, size = x.shape[0], self.size
+        grid = x.reshape(batch, self.channels, self.rows, size, self.columns, size)  # (B, C, r, p, c, p)
+        patches = grid.permute(0, 2, 4, 1, 3, 5).reshape(batch, self.rows * self.columns, -1)  # (B, r*c, C*p*p)
+        tokens = self.patch(patches) + self.position  # (B, r*c, W)
         return self.projection(self.norm(self.block(tokens)).mean(1))  # (B, D)
+
+
+class VideoTower(nn.Module):
+    """A one-block ViT on each frame, then learned frame positions, one temporal block, mean pool."""
+
+    def __init__(self, width: int, heads: int, embed_dim: int):
+        super().__init__()
+        self.frame = ImageTower(width, heads, 1, width)  # its projection is the per-frame token map
+        self.time = nn.Parameter(0.02 * torch.randn(1, VIDEO_FRAMES, width))
+        self.block = Block(width, heads)
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        batch, frames = clips.shape[:2]
+        tokens = self.frame(clips.flatten(0, 1)).view(batch, frames, -1) + self.time  # (B, T, W)
+        return self.projection(self.norm(self.block(tokens)).mean(1))  # (B, D)
+
+
+class PointTower(nn.Module):
+    """PointNet: one MLP shared by every point, max pool over the points (order-free), norm, projection."""
+
+    def __init__(self, width: int, embed_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3, width), nn.GELU(), nn.Linear(width, width))
+        self.norm = nn.LayerNorm(width)
+        self.projection = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        features = self.mlp(points)  # (B, N, W)
+        return self.projection(self.norm(features.amax(1)))  # (B, D)
 
 
 class TextTower(nn.Module):
@@ -158,14 +229,20 @@ class TextTower(nn.Module):
 
 
 class SecondEncoder(Encoder):
-    """Random ViT-style image, audio and text towers, frozen; two seeds, two identities.
+    """Random ViT-style image, audio and text towers (and any of five more), frozen; two seeds, two identities.
 
     Args:
         seed: initialises every weight; the global random state is left as it was.
-        events: add an event tower (its weights come after the others', which stay as they were).
-        width, heads: of every transformer block.
+        extra_towers: towers to add, any of ``EXTRA_TOWERS`` (event, video, depth, thermal, point).
+            Their weights are drawn after the base three's, in that order, so adding towers never
+            changes the weights of those drawn before them.
+        width, heads: of every transformer block (``width`` is also the PointNet's).
         image_depth: image transformer blocks.
         embed_dim: size of the shared embedding.
+
+    Raises:
+        ConfigError: for an extra tower that is one of the base three.
+        UnknownNameError: for a name that is no modality.
     """
 
     name = "second"
@@ -179,26 +256,25 @@ class SecondEncoder(Encoder):
         heads: int = 4,
         image_depth: int = 2,
         embed_dim: int = 32,
-        events: bool = False,
+        extra_towers: Iterable[Modality | str] = (),
     ):
         super().__init__()
         self.seed = seed
         self.embed_dim = embed_dim
+        extra = _check_extra_towers(extra_towers)
+        self.modalities = tuple(m for m in Modality if m in {*SecondEncoder.modalities, *extra})
         self.specs = {
             Modality.IMAGE: image_spec(IMAGE_SIZE, IMAGE_SIZE, mean=CLIP_MEAN, std=CLIP_STD),
             Modality.AUDIO: audio_spec(AUDIO_SAMPLES, SAMPLE_RATE),
-        }
-        if events:
-            self.modalities = (Modality.IMAGE, Modality.AUDIO, Modality.EVENT, Modality.TEXT)
-            self.specs[Modality.EVENT] = event_spec(EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH)
+        } | {modality: EXTRA_SPECS[modality] for modality in extra}
         # seeded weights without touching the caller's random state (modules initialise on the CPU generator)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             self.image = ImageTower(width, heads, image_depth, embed_dim)
             self.audio = AudioTower(width, heads, embed_dim)
             self.text = TextTower(width, heads, embed_dim)
-            if events:
-                self.event = EventTower(width, heads, embed_dim)
+            for modality in extra:
+                setattr(self, modality.value, _extra_tower(modality, width, heads, embed_dim))
         self.requires_grad_(False)
         self.eval()
 
@@ -219,8 +295,25 @@ class SecondEncoder(Encoder):
     def _embed(self, modality: Modality, x: torch.Tensor | Sequence[str]) -> torch.Tensor:
         if modality is Modality.TEXT:
             return self.text(x)
-        if modality is Modality.IMAGE:
-            return self.image(self.specs[modality].normalize(x))  # CLIP normalisation inside, raw [0, 1] outside
-        if modality is Modality.EVENT:
-            return self.event(x)
-        return self.audio(x)
+        # normalised inside (CLIP's for image and video, the spec's for depth and thermal): raw inputs outside
+        return getattr(self, modality.value)(self.specs[modality].normalize(x))
+
+
+def _check_extra_towers(extra_towers: Iterable[Modality | str]) -> tuple[Modality, ...]:
+    """The asked-for extra towers in ``EXTRA_TOWERS`` order (the order their weights are drawn)."""
+    asked = {Modality.parse(name) for name in extra_towers}
+    if not asked <= set(EXTRA_TOWERS):
+        allowed = ", ".join(m.value for m in EXTRA_TOWERS)
+        base = ", ".join(sorted(m.value for m in asked - set(EXTRA_TOWERS)))
+        raise ConfigError(f"extra_towers may name {allowed}; got {base}, which the second encoder always has")
+    return tuple(m for m in EXTRA_TOWERS if m in asked)
+
+
+def _extra_tower(modality: Modality, width: int, heads: int, embed_dim: int) -> nn.Module:
+    if modality is Modality.VIDEO:
+        return VideoTower(width, heads, embed_dim)
+    if modality is Modality.POINT:
+        return PointTower(width, embed_dim)
+    patch = EVENT_PATCH if modality is Modality.EVENT else PLANE_PATCH
+    shape = EXTRA_SPECS[modality].shape  # (bins, 2, H, W) for events: bins and polarities become channels
+    return PatchTower((math.prod(shape[:-2]), *shape[-2:]), patch, width, heads, embed_dim)

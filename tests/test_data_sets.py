@@ -19,7 +19,7 @@ from bindguard.cli.main import app
 from bindguard.data import load_dataset
 from bindguard.data.media import decode_audio, decode_depth, decode_image, decode_video, mesh_points
 from bindguard.errors import DataError
-from second_encoder import SecondEncoder
+from second_encoder import EXTRA_TOWERS, SecondEncoder
 
 # name -> (modality, writes the layout under a folder)
 LAYOUTS = {
@@ -37,12 +37,34 @@ LAYOUTS = {
     "modelnet40": ("point", fixtures.modelnet),
     "modelnet40-h5": ("point", lambda root: fixtures.modelnet_h5(root, points=300)),
 }
+# Loaders without classes, measured by caption retrieval only.
+CAPTIONS_ONLY = {"clotho": ("audio", fixtures.clotho)}
+# What each loader's clean and attacked rows measure, where it is more than zero-shot classification.
+TASKS = {"msrvtt": {"zero-shot", "caption-retrieval"}, "clotho": {"caption-retrieval"}}
 ATTACK = ["--attacks", "pgd", "--steps", "2", "--square-queries", "0", "--no-checks", "--eps", "4/255", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return {name: write(tmp_path_factory.mktemp(name)) for name, (_, write) in LAYOUTS.items()}
+    return {name: write(tmp_path_factory.mktemp(name)) for name, (_, write) in (LAYOUTS | CAPTIONS_ONLY).items()}
+
+
+class ShapeRecordingEncoder(SecondEncoder):
+    """The second encoder with every tower, noting the shape of each raw batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(0, extra_towers=EXTRA_TOWERS)
+        self.shapes_seen: set[tuple[Modality, tuple[int, ...]]] = set()
+
+    def _embed(self, modality: Modality, x: torch.Tensor | list[str]) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            self.shapes_seen.add((modality, tuple(x.shape[1:])))
+        return super()._embed(modality, x)
+
+
+@pytest.fixture(scope="module")
+def second() -> ShapeRecordingEncoder:
+    return ShapeRecordingEncoder()
 
 
 def _eval(*arguments: str) -> object:
@@ -62,19 +84,25 @@ def test_every_loader_runs_eval_end_to_end_clean_and_attacked(name, roots, tmp_p
     assert all(r["n"] == 3 for r in zero_shot)
 
 
-@pytest.mark.parametrize("name", ["image-folders", "audio-folders", "esc50"])
-def test_loaders_decode_to_the_second_encoder_s_own_input_sizes(name, roots) -> None:
-    """224-px images and 8 kHz audio for the test-only second encoder, without any option."""
-    modality, _ = LAYOUTS[name]
-    encoder = SecondEncoder(0)
+@pytest.mark.parametrize("name", [*LAYOUTS, *CAPTIONS_ONLY])
+def test_every_loader_runs_evaluate_on_the_second_encoder_at_its_own_input_sizes_clean_and_attacked(
+    name, roots, second
+) -> None:
+    """3-frame 224-px clips, 48 x 64 depth, 192-point clouds...: each loader decodes to the encoder's specs."""
+    modality, _ = (LAYOUTS | CAPTIONS_ONLY)[name]
+    spec = second.input_spec(Modality.parse(modality))
+    assert spec.shape != bindguard.create_encoder("tinybind").input_spec(Modality.parse(modality)).shape
+    second.shapes_seen.clear()
     results = bindguard.evaluate(
-        encoder, name, data_root=roots[name], modalities=modality, n=3, attacks="pgd", steps=2, square_queries=0,
+        second, name, data_root=roots[name], modalities=modality, n=3, attacks="pgd", steps=2, square_queries=0,
         checks=False, eps="4/255",
     )  # fmt: skip
-    assert [row.modality for row in results.robust] == [modality]
-    spec = encoder.input_spec(Modality.parse(modality))
-    loaded = load_dataset(name, data_root=roots[name], shapes={modality: spec.shape}, sample_rate=spec.sample_rate)
-    assert tuple(loaded.data[Modality.parse(modality)].inputs.shape[1:]) == spec.shape
+    assert second.shapes_seen == {(spec.modality, spec.shape)}
+    assert {row.modality for row in results.rows} == {modality}
+    tasks = TASKS.get(name, {"zero-shot"})
+    assert {row.task for row in results.rows if row.attack == "none"} - {"retrieval"} == tasks
+    assert {row.task for row in results.robust} == tasks
+    assert all(row.attacks == ["pgd"] and row.top1 <= row.clean_top1 for row in results.robust)
 
 
 def test_data_list_names_every_loader_with_its_layout() -> None:

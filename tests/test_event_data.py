@@ -39,7 +39,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def second() -> SecondEncoder:
-    return SecondEncoder(0, events=True)
+    return SecondEncoder(0, extra_towers=[Modality.EVENT])
 
 
 @pytest.fixture(scope="module")

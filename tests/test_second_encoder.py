@@ -23,10 +23,18 @@ from bindguard.calibration import PARTS, parse_method
 from bindguard.data import Benchmark
 from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.encoders.centers import semantic_centers
-from bindguard.errors import DataError, UnknownNameError
+from bindguard.errors import ConfigError, DataError, UnknownNameError
 from bindguard.objectives import ObjectiveContext
 from bindguard.reports import build_report
-from second_encoder import AUDIO_SAMPLES, CLIP_MEAN, IMAGE_SIZE, LOGIT_SCALES, SAMPLE_RATE, SecondEncoder
+from second_encoder import (
+    AUDIO_SAMPLES,
+    CLIP_MEAN,
+    EXTRA_TOWERS,
+    IMAGE_SIZE,
+    LOGIT_SCALES,
+    SAMPLE_RATE,
+    SecondEncoder,
+)
 
 SEED, OTHER_SEED = 0, 1
 EPS = "4/255"
@@ -110,6 +118,34 @@ def test_encoder_is_frozen_in_eval_mode_with_its_own_input_specs(encoder: Second
     assert (audio.shape, audio.domain, audio.sample_rate) == ((8000,), (-1.0, 1.0), 8000)
     assert encoder.num_parameters() == sum(p.numel() for p in encoder.parameters())
     assert not encoder.randomized and encoder.device == torch.device("cpu")
+
+
+def test_extra_towers_are_opt_in_at_their_own_sizes_and_leave_the_base_towers_as_they_were() -> None:
+    base, every = SecondEncoder(SEED), SecondEncoder(SEED, extra_towers=EXTRA_TOWERS)
+    assert every.modalities == tuple(Modality) and every.identity != base.identity
+    weights = every.state_dict()  # the base towers' weights are drawn first, so they are the same
+    assert all(torch.equal(weights[name], tensor) for name, tensor in base.state_dict().items())
+    assert not any(module.training for module in every.modules())
+    assert not any(parameter.requires_grad for parameter in every.parameters())
+    assert {modality.value: every.input_spec(modality).shape for modality in EXTRA_TOWERS} == {
+        "event": (3, 2, 24, 40),
+        "video": (3, 3, 224, 224),
+        "depth": (1, 48, 64),
+        "thermal": (1, 64, 48),
+        "point": (192, 3),
+    }
+    assert len({every.logit_scale(modality) for modality in every.modalities}) == len(Modality)
+    generator = torch.Generator().manual_seed(SEED)
+    for modality in EXTRA_TOWERS:
+        spec = every.input_spec(modality)
+        x = spec.project(spec.domain[0] + spec.range * torch.rand(2, *spec.shape, generator=generator))
+        x.requires_grad_(True)
+        embedding = every.encode_modality(modality, x)  # (2, 32)
+        torch.testing.assert_close(embedding.norm(dim=-1), torch.ones(2))
+        (gradient,) = torch.autograd.grad(embedding[:, 0].sum(), x)
+        assert bool((gradient.flatten(1).abs().sum(1) > 0).all()), f"{modality.value}: zero input gradient"
+    with pytest.raises(ConfigError, match="got image, which the second encoder always has"):
+        SecondEncoder(SEED, extra_towers=["image", "video"])
 
 
 def test_embeddings_are_unit_norm_deterministic_and_differentiable_from_raw_input(

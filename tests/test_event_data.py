@@ -22,7 +22,7 @@ import media_fixtures as fixtures
 from bindguard._types import Modality
 from bindguard.cli.main import app
 from bindguard.data import load_dataset
-from bindguard.data.events import NCALTECH101_SENSOR, decode_recording, read_bin, read_numpy
+from bindguard.data.events import NCALTECH101_SENSOR, decode_recording, load_event_folders, read_bin, read_numpy
 from bindguard.errors import ConfigError, DataError, UnknownNameError
 from bindguard.modalities.event import events_to_tensor
 from second_encoder import EVENT_BINS, EVENT_HEIGHT, EVENT_WIDTH, SecondEncoder
@@ -157,6 +157,17 @@ def test_event_folders_read_every_format_with_the_folder_split_rule(roots, tmp_p
     assert len(load_dataset("event-folders", data_root=split).data[Modality.EVENT]) == 12
     with pytest.raises(ConfigError, match=r"sensor_size is \(height, width\)"):
         load_dataset("event-folders", data_root=split, sensor_size=(34,))
+
+
+def test_only_the_event_folders_loader_takes_a_sensor_size_and_it_reaches_the_decoder(roots) -> None:
+    own = load_dataset("event-folders", data_root=roots["event-folders"]).data[Modality.EVENT].inputs
+    given = load_dataset("event-folders", data_root=roots["event-folders"], sensor_size=(68, 68))
+    changed = [not torch.equal(a, b) for a, b in zip(own, given.data[Modality.EVENT].inputs, strict=True)]
+    assert changed == [True] * 9 + [False] * 3  # the three .npz files that give their own sensor keep it
+    with pytest.raises(ConfigError, match="data set 'ncaltech101' takes no option sensor_size; it takes: data_root"):
+        load_dataset("ncaltech101", data_root=roots["ncaltech101"], sensor_size=(68, 68))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'sensor_height'"):
+        load_event_folders(data_root=roots["event-folders"], sensor_height=68)
 
 
 def test_data_list_names_both_event_loaders_with_their_layout() -> None:

@@ -46,14 +46,12 @@ import numpy as np
 import torch
 
 from bindguard._types import Modality
-from bindguard.data.builtin.benchmark import Benchmark
 from bindguard.data.files import (
     LabelledFiles,
     Source,
     check_root,
     check_split,
     class_name,
-    decode_benchmark,
     loader,
     shape_of,
     templates_for,
@@ -312,21 +310,4 @@ def event_folder_source(
     )
 
 
-def load_event_folders(
-    *,
-    data_root: str | Path | None = None,
-    split: str = "test",
-    modalities: Sequence[Modality] | None = None,
-    limit: int | None = None,
-    shapes: dict | None = None,
-    sample_rate: int | None = None,
-    skip_bad_files: bool = False,
-    templates: Path | None = None,
-    sensor_size: Sequence[int] | None = None,
-) -> Benchmark:
-    """Class folders of event recordings as a one-modality ``Benchmark`` (``event_folder_source``, decoded)."""
-    source = event_folder_source(
-        data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-        templates=templates, sensor_size=sensor_size,
-    )  # fmt: skip
-    return decode_benchmark(source, limit=limit, skip_bad_files=skip_bad_files)
+load_event_folders = loader(event_folder_source)

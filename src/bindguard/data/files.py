@@ -9,12 +9,14 @@ in a warning that names the first few.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -173,7 +175,11 @@ def shape_of(shapes: dict | None, modality: Modality, default: Sequence[int]) ->
 
 
 def loader(source: Callable[..., Source]) -> Callable[..., Benchmark]:
-    """The registered loader of a data set read from files: its ``source`` listing, decoded in full."""
+    """The registered loader of a data set read from files: its ``source`` listing, decoded in full.
+
+    Options of the source's own (event folders' ``sensor_size``) pass through. The loader's
+    signature names them, so the registry refuses any other option by name, and so does a call.
+    """
 
     def load(
         *,
@@ -185,12 +191,27 @@ def loader(source: Callable[..., Source]) -> Callable[..., Benchmark]:
         sample_rate: int | None = None,
         skip_bad_files: bool = False,
         templates: Path | None = None,
+        **options: Any,
     ) -> Benchmark:
+        inspect.signature(load).bind(**options)  # TypeError naming an option the source does not take
         listed = source(
             data_root=data_root, split=split, modalities=modalities, shapes=shapes, sample_rate=sample_rate,
-            templates=templates,
+            templates=templates, **options,
         )  # fmt: skip
         return decode_benchmark(listed, limit=limit, skip_bad_files=skip_bad_files)
 
     load.__doc__ = source.__doc__
+    load.__signature__ = _loader_signature(load, source)  # type: ignore[attr-defined]
     return load
+
+
+def _loader_signature(load: Callable[..., Benchmark], source: Callable[..., Source]) -> inspect.Signature:
+    """``load``'s own parameters, then in place of ``**options`` those only ``source`` takes.
+
+    What a ``functools.partial`` source has fixed (the folder loaders' data set name) is no option.
+    """
+    common = inspect.signature(load)
+    fixed = set(common.parameters) | set(getattr(source, "keywords", {}))
+    shared = [parameter for parameter in common.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
+    own = [parameter for name, parameter in inspect.signature(source).parameters.items() if name not in fixed]
+    return common.replace(parameters=shared + own)

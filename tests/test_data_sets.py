@@ -339,10 +339,13 @@ def test_caption_retrieval_is_measured_clean_both_ways_and_with_the_video_attack
     clean = {(r["query"], r["gallery"]): r for r in rows if r["attack"] == "none"}
     assert set(clean) == {("text", "video"), ("video", "text")}
     assert clean[("text", "video")]["n"] == 12 and clean[("video", "text")]["n"] == 6  # two captions per video
-    (attacked,) = [r for r in rows if r["attack"] != "none"]
-    assert attacked["recall@1"] == attacked["top1"] <= attacked["clean_top1"]
-    assert attacked["clean_top1"] == pytest.approx(clean[("video", "text")]["recall@1"])
-    assert attacked["n"] == 6 and attacked["attacks"] == ["pgd", "rank"]
+    attacked = {(r["query"], r["gallery"]): r for r in rows if r["attack"] != "none"}
+    assert set(attacked) == set(clean)  # the video attacked as the query and as the gallery item
+    for direction, row in attacked.items():
+        assert row["recall@1"] == row["top1"] <= row["clean_top1"]
+        assert row["clean_top1"] == pytest.approx(clean[direction]["recall@1"]) and row["n"] == clean[direction]["n"]
+    assert attacked[("video", "text")]["attacks"] == ["pgd", "rank"]
+    assert attacked[("text", "video")]["attacks"] == ["pgd", "hide-rank"]
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and "Caption retrieval" in (out / "report.html").read_text()
 
@@ -380,4 +383,4 @@ def test_audio_with_captions_only_is_measured_by_caption_retrieval(tmp_path) -> 
     assert {row["task"] for row in rows} == {"caption-retrieval"}  # no classes: no zero-shot rows
     clean = {(r["query"], r["gallery"]): r["n"] for r in rows if r["attack"] == "none"}
     assert clean == {("text", "audio"): 20, ("audio", "text"): 4}
-    assert [r["attack"] for r in rows if r["attack"] != "none"] == ["pgd"]
+    assert [(r["attack"], r["gallery"]) for r in rows if r["attack"] != "none"] == [("pgd", "text"), ("pgd", "audio")]

@@ -17,8 +17,8 @@ def _named(attack: Any, name: str) -> Any:
     return attack
 
 
-def fgsm(threat: ThreatModel, *, seed: int = 0) -> FGSM:
-    return FGSM(threat, seed=seed)
+def fgsm(threat: ThreatModel, **options: Any) -> FGSM:
+    return FGSM(threat, **options)
 
 
 def pgd(threat: ThreatModel, **options: Any) -> PGD:

@@ -31,7 +31,7 @@ from bindguard.evaluation.robust import (
     RobustSettings,
     WorstCase,
     _attack_in_batches,
-    _stages,
+    attack_stages,
     evaluate_robust,
     top_hits,
 )
@@ -64,7 +64,7 @@ def transfer_worst_cases(
     before = WorstCase(*top_hits(center_scores(clean, centers), labels))
     transfer = WorstCase(*top_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
     everything = torch.arange(len(x))
-    stages = _stages(settings, threat)
+    stages = attack_stages(settings, threat)
     for number, (name, build, _) in enumerate(stages):
         if progress:
             progress(f"{modality.value} {threat} transfer", number, len(stages))

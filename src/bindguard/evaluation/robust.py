@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,9 @@ from bindguard.objectives.base import center_scores
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+# (B, D) embeddings of the samples at (B,) indices -> per-sample hits, shallowest first: booleans
+# (top-1, top-5 for zero-shot) or counts (a gallery item's queries that still retrieve it within K)
+Verdict = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -94,14 +97,12 @@ class StageLedger:
         saved = self.done.get(str(number))
         if saved is None:
             return None
-        hits = [
-            (torch.tensor(top1, dtype=torch.bool), torch.tensor(top5, dtype=torch.bool)) for top1, top5 in saved["hits"]
-        ]
+        hits = [tuple(torch.tensor(values) for values in judged) for judged in saved["hits"]]
         return BatchOutcome(hits, torch.tensor(saved["norms"], dtype=torch.float32), saved["disagreements"])
 
     def put(self, number: int, outcome: BatchOutcome) -> None:
         self.done[str(number)] = {
-            "hits": [[top1.tolist(), top5.tolist()] for top1, top5 in outcome.hits],
+            "hits": [[values.tolist() for values in judged] for judged in outcome.hits],
             "norms": outcome.norms.float().tolist(),
             "disagreements": outcome.disagreements,
         }
@@ -110,10 +111,10 @@ class StageLedger:
 
 @dataclass
 class BatchOutcome:
-    """One attacked batch: per judge (top-1, top-5) hits, achieved norms, and how many samples' top-1
-    verdict differed between bfloat16 and float32 (0 in float32)."""
+    """One attacked batch: per judge its verdict's hits ((top-1, top-5) for zero-shot), achieved norms,
+    and how many samples' first verdict differed between bfloat16 and float32 (0 in float32)."""
 
-    hits: list[tuple[torch.Tensor, torch.Tensor]]
+    hits: list[tuple[torch.Tensor, ...]]
     norms: torch.Tensor
     disagreements: int = 0
 
@@ -156,7 +157,8 @@ def _attack_in_batches(
     judges: Sequence[Encoder] | None = None,
     ledger: StageLedger | None = None,
     precision: str = "float32",
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, int]:
+    verdict: Verdict | None = None,
+) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor, int]:
     """Attack the samples ``x[index]`` batch by batch and judge each adversarial batch at once.
 
     Only one batch of inputs is in memory at a time; adversarial inputs are not kept. In a launched
@@ -172,12 +174,16 @@ def _attack_in_batches(
         judges: encoders whose top-1/top-5 hits on the adversarial inputs are returned (default: ``encoder``).
         ledger: where finished batches are kept and found again after an interruption.
         precision: ``bfloat16`` runs the attack under autocast; the judges decide in float32.
+        verdict: what counts as a hit (default: top-1 and top-5 against ``context.centers``).
 
     Returns:
-        Per judge, (K,) top-1 and top-5 hits against ``context.centers``; (K,) achieved norms; and
-        how many samples' top-1 verdict by the first judge differs in bfloat16.
+        Per judge, the verdict's (K,) hits; (K,) achieved norms; and how many samples' first hit
+        by the first judge differs in bfloat16.
     """
     judges = list(judges or [encoder])
+    verdict = verdict or (
+        lambda embedding, batch: top_hits(center_scores(embedding, context.centers), context.labels[batch])
+    )
     mine = {}
     for number, positions in distributed.my_batches(index.numel(), batch_size):
         saved = ledger.get(number) if ledger is not None else None
@@ -191,24 +197,24 @@ def _attack_in_batches(
         with torch.no_grad():
             for judge in judges:
                 embedding = judge.encode_modality(modality, adversarial.to(judge.device), validate=False)
-                hits.append(top_hits(center_scores(embedding.cpu(), context.centers), context.labels[batch]))
+                hits.append(verdict(embedding.cpu(), batch))
             if precision == "bfloat16":
                 with _autocast(encoder.device, precision):
                     embedding = judges[0].encode_modality(modality, adversarial.to(judges[0].device), validate=False)
-                low = top_hits(center_scores(embedding.float().cpu(), context.centers), context.labels[batch])[0]
+                low = verdict(embedding.float().cpu(), batch)[0]
                 disagreements = int((low != hits[0][0]).sum())
         mine[number] = BatchOutcome(hits, norms, disagreements)
         if ledger is not None:
             ledger.put(number, mine[number])
     outcomes = distributed.gather_batches(mine)
     joined = [
-        (torch.cat([o.hits[j][0] for o in outcomes]), torch.cat([o.hits[j][1] for o in outcomes]))
+        tuple(torch.cat([o.hits[j][h] for o in outcomes]) for h in range(len(outcomes[0].hits[j])))
         for j in range(len(judges))
     ]
     return joined, torch.cat([o.norms for o in outcomes]), sum(o.disagreements for o in outcomes)
 
 
-def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
+def attack_stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Callable[[], Attack], bool]]:
     """(name, builder, is the Square check) for each attack, in order."""
 
     def build(member: Member) -> Attack:
@@ -230,28 +236,39 @@ def _stages(settings: RobustSettings, threat: ThreatModel) -> list[tuple[str, Ca
 
 
 class WorstCase:
-    """Per-sample robustness for top-1 and top-5, narrowed by each attack in turn."""
+    """Per-sample robustness, narrowed by each attack in turn: for zero-shot, top-1 and top-5 hits;
+    in general any per-sample hits, shallowest first, each kept at its lowest over the attacks."""
 
-    def __init__(self, top1: torch.Tensor, top5: torch.Tensor):
-        self.top1, self.top5 = top1.clone(), top5.clone()
-        self.max_norm = torch.zeros(top1.shape[0])
+    def __init__(self, *hits: torch.Tensor):
+        self.hits = [hit.clone() for hit in hits]
+        self.max_norm = torch.zeros(hits[0].shape[0])
         self.after: dict[str, float] = {}
         self.disagreements = 0  # attacked samples whose top-1 verdict differed between bfloat16 and float32
 
     @property
-    def active(self) -> torch.Tensor:
-        return torch.nonzero(self.top1 | self.top5).flatten()
+    def top1(self) -> torch.Tensor:
+        return self.hits[0]
 
-    def narrow(self, index: torch.Tensor, top1: torch.Tensor, top5: torch.Tensor, norms: torch.Tensor) -> None:
-        broken = (self.top1[index] & ~top1) | (self.top5[index] & ~top5)
+    @property
+    def top5(self) -> torch.Tensor:
+        return self.hits[1]
+
+    @property
+    def active(self) -> torch.Tensor:
+        """Samples some hit still stands for, worth attacking further."""
+        return torch.nonzero(torch.stack([hit > 0 for hit in self.hits]).any(0)).flatten()
+
+    def narrow(self, index: torch.Tensor, *hits_and_norms: torch.Tensor) -> None:
+        """Take the attack's ``hits`` on the samples at ``index`` (then their achieved ``norms``) where lower."""
+        *hits, norms = hits_and_norms
+        broken = torch.stack([new < kept[index] for kept, new in zip(self.hits, hits, strict=True)]).any(0)
         self.max_norm[index] = torch.where(broken, torch.maximum(self.max_norm[index], norms), self.max_norm[index])
-        self.top1[index] &= top1
-        self.top5[index] &= top5
+        for kept, new in zip(self.hits, hits, strict=True):
+            kept[index] = torch.minimum(kept[index], new)
 
     def to_json(self) -> dict:
         return {
-            "top1": self.top1.tolist(),
-            "top5": self.top5.tolist(),
+            "hits": [hit.tolist() for hit in self.hits],
             "max_norm": self.max_norm.tolist(),
             "after": self.after,
             "disagreements": self.disagreements,
@@ -259,7 +276,8 @@ class WorstCase:
 
     @classmethod
     def from_json(cls, saved: dict) -> WorstCase:
-        worst = cls(torch.tensor(saved["top1"]), torch.tensor(saved["top5"]))
+        hits = saved["hits"] if "hits" in saved else [saved["top1"], saved["top5"]]  # the older, zero-shot form
+        worst = cls(*(torch.tensor(values) for values in hits))
         worst.max_norm = torch.tensor(saved["max_norm"])
         worst.after = dict(saved["after"])
         worst.disagreements = int(saved.get("disagreements", 0))
@@ -282,40 +300,47 @@ def evaluate_modality_threat(
     *,
     state: RunState,
     progress: Progress | None = None,
+    verdict: Verdict | None = None,
+    stages: list[tuple[str, Callable[[], Attack], bool]] | None = None,
+    context: ObjectiveContext | None = None,
 ) -> tuple[WorstCase, dict]:
-    """Worst case of one modality under one threat; returns it and the Square outcome."""
+    """Worst case of one modality under one threat; returns it and the Square outcome.
+
+    By default a sample is judged by its top-1 and top-5 against ``centers`` under the run's
+    ensemble; another task passes its own ``verdict``, attack ``stages`` and objective ``context``
+    (whose labels, centers and clean embeddings are filled in here).
+    """
     clean_embeddings = embed_all(encoder, modality, x, batch_size=settings.batch_size, shard=True)
-    context = ObjectiveContext(
-        labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality)
-    )
+    context = replace(
+        context or ObjectiveContext(),
+        labels=labels, centers=centers, clean=clean_embeddings, logit_scale=encoder.logit_scale(modality),
+    )  # fmt: skip
+    verdict = verdict or (lambda embedding, batch: top_hits(center_scores(embedding, centers), labels[batch]))
     saved, square_outcome = _agreed_progress(state)
-    worst = (
-        WorstCase.from_json(saved) if saved else WorstCase(*top_hits(center_scores(clean_embeddings, centers), labels))
-    )
-    stages = _stages(settings, threat)
+    worst = WorstCase.from_json(saved) if saved else WorstCase(*verdict(clean_embeddings, torch.arange(len(labels))))
+    stages = stages if stages is not None else attack_stages(settings, threat)
     label = f"{modality.value} {threat}"
     for stage_number, (name, build, is_check) in enumerate(stages):
         if progress:
             progress(label, stage_number, len(stages))
         if name in worst.after:
             continue  # finished before an interruption
-        index = worst.active if settings.top5 else torch.nonzero(worst.top1).flatten()
+        index = worst.active if settings.top5 else torch.nonzero(worst.top1 > 0).flatten()
         before_top1 = worst.top1.clone()
         if index.numel():
             ledger = StageLedger(state, name)
             (hits,), norms, disagreements = _attack_in_batches(
                 build(), encoder, modality, x, index, context, settings.batch_size, ledger=ledger,
-                precision=settings.precision,
+                precision=settings.precision, verdict=verdict,
             )  # fmt: skip
             worst.narrow(index, *hits, norms)
             worst.disagreements += disagreements
         if is_check:
-            square_outcome = {"broken": int((before_top1 & ~worst.top1).sum()), "queries": settings.square_queries}
+            broken = int((worst.top1 < before_top1).sum())
+            square_outcome = {"broken": broken, "queries": settings.square_queries}
             state.put("square", square_outcome)
         worst.after[name] = float(worst.top1.float().mean())
-        logger.info(
-            "%s after %s: robust top-1 %.3f, top-5 %.3f", label, name, worst.after[name], worst.top5.float().mean()
-        )
+        logger.info("%s after %s: %s", label, name, " ".join(f"{hit.float().mean():.3f}" for hit in worst.hits))
         state.put("worst", worst.to_json())
     if progress:
         progress(f"{modality.value} {threat}", len(stages), len(stages))
@@ -334,7 +359,21 @@ def _agreed_progress(state: RunState) -> tuple[dict | None, dict]:
 
 def attack_notes(settings: RobustSettings, threat: ThreatModel, num_classes: int) -> list[str]:
     """What the ensemble's attacks say about how they ran on this many classes (e.g. targets capped at C - 1)."""
-    return [note for _, build, _ in _stages(settings, threat) for note in build().notes_for(num_classes)]
+    return [note for _, build, _ in attack_stages(settings, threat) for note in build().notes_for(num_classes)]
+
+
+def how_attacked(settings: RobustSettings, threat: ThreatModel, spec_range: float, attacks: list[str]) -> dict:
+    """The fields every robust row states beside its figures: the attacks, the budget (relative and absolute), the steps."""
+    return {
+        "attack": settings.ensemble.name,
+        "attacks": attacks,
+        "norm": threat.norm,
+        "eps": threat.eps,
+        "eps_abs": threat.eps * spec_range,
+        "steps": settings.steps,
+        "square_queries": settings.square_queries,
+        "adaptive": True,
+    }
 
 
 def robust_row(
@@ -355,14 +394,7 @@ def robust_row(
     return {
         "modality": modality.value,
         "task": "zero-shot",
-        "attack": settings.ensemble.name,
-        "attacks": [name for name, _, _ in _stages(settings, threat)],
-        "norm": threat.norm,
-        "eps": threat.eps,
-        "eps_abs": threat.eps * spec_range,
-        "steps": settings.steps,
-        "square_queries": settings.square_queries,
-        "adaptive": True,
+        **how_attacked(settings, threat, spec_range, [name for name, _, _ in attack_stages(settings, threat)]),
         "n": n,
         "clean_top1": clean_top1,
         "clean_top5": clean_top5,

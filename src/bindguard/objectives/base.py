@@ -20,6 +20,11 @@ class ObjectiveContext:
         clean: (B, D) unit-norm embeddings of the clean inputs.
         target: (B, D) unit-norm embeddings to move onto (targeted cross-modal attack).
         target_labels: (B,) class to push towards (targeted zero-shot attacks).
+        queries: (B, Q, D) unit-norm embeddings of the queries that should retrieve each sample
+            when it is a gallery item (its captions); padding rows are zero.
+        thresholds: (B, Q, R) for each of those queries, the r-th best score (r = 1..R) among the
+            other, clean gallery items: the query retrieves the sample within the top r while its
+            score is above column r - 1; padding queries hold 2 (above any cosine).
         logit_scale: multiplies cosine similarities before a softmax; evaluation and calibration set
             the encoder's own (``Encoder.logit_scale``), the default is CLIP's for contexts built by hand.
     """
@@ -29,6 +34,8 @@ class ObjectiveContext:
     clean: torch.Tensor | None = None
     target: torch.Tensor | None = None
     target_labels: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    thresholds: torch.Tensor | None = None
     logit_scale: float = 100.0
 
     def subset(self, index: torch.Tensor) -> ObjectiveContext:
@@ -43,6 +50,8 @@ class ObjectiveContext:
             clean=pick(self.clean),
             target=pick(self.target),
             target_labels=pick(self.target_labels),
+            queries=pick(self.queries),
+            thresholds=pick(self.thresholds),
         )
 
     def require(self, owner: str, *names: str) -> None:

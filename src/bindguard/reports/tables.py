@@ -242,7 +242,7 @@ def instance_table(rows: list[dict]) -> Table | None:
 
 
 def caption_table(rows: list[dict]) -> Table | None:
-    """Caption retrieval per modality: clean both ways, and the media side attacked (per budget)."""
+    """Caption retrieval per modality: clean both ways, then per budget each direction with the media side attacked."""
     caption = kinds.of_kind(rows, "caption")
     if not caption:
         return None
@@ -250,21 +250,26 @@ def caption_table(rows: list[dict]) -> Table | None:
     for modality in kinds.modalities(caption):
         own = [row for row in caption if row["modality"] == modality]
         clean = [row for row in own if row.get("attack", "none") == "none"]
-        attacked = [row for row in own if row.get("attack", "none") != "none"] or [None]
-        for row in attacked:
-            under = "–" if row is None else f"{_budget(row)}: {percent(row['clean_top1'])} → {percent(row['top1'])}"
-            samples = next((r["n"] for r in clean if r.get("gallery") == "text"), None if row is None else row["n"])
+        attacked = [row for row in own if row.get("attack", "none") != "none"]
+        budgets = list(dict.fromkeys((row["norm"], row["eps"]) for row in attacked)) or [None]
+        samples = next((r["n"] for r in clean if r.get("gallery") == "text"), None)
+        for budget in budgets:
+            pair = {row["gallery"]: row for row in attacked if (row["norm"], row["eps"]) == budget}
+            first = next(iter(pair.values()), None)
+            raised = tuple(dict.fromkeys(flag for row in pair.values() for flag in row.get("flags", [])))
             cells.append(
                 (
                     modality,
-                    str(samples),
+                    str(samples if samples is not None else first["samples"] if first else "–"),
                     _retrieval(clean, "text", modality),
                     _retrieval(clean, modality, "text"),
-                    under,
-                    "–" if row is None else _flag_cell(row.get("flags", [])),
+                    "–" if first is None else _budget(first),
+                    _under_attack(pair.get(modality)),
+                    _under_attack(pair.get("text")),
+                    "–" if first is None else _flag_cell(list(raised)),
                 )
             )
-            flags.append(() if row is None else tuple(row.get("flags", [])))
+            flags.append(raised)
     return Table(
         title="Caption retrieval",
         columns=(
@@ -272,14 +277,21 @@ def caption_table(rows: list[dict]) -> Table | None:
             "n",
             "text→x R@1/5/10 %",
             "x→text R@1/5/10 %",
-            "x→text R@1 % under attack",
+            "budget",
+            "text→x R@1/5/10 % gallery attacked",
+            "x→text R@1/5/10 % query attacked",
             "flags",
         ),
         cells=tuple(cells),
         flags=tuple(flags),
         caption="n samples; each sample's own captions are the relevant text. Under attack the media side is perturbed "
-        "end to end (the run's ensemble, per-sample worst case) to push its captions off the top.",
+        "end to end (per-sample worst case over the run's ensemble): as the query, to push its captions off the top; "
+        "as the gallery item, once for all its captions, to hide it from them while the other items stay clean.",
     )
+
+
+def _under_attack(row: dict | None) -> str:
+    return "–" if row is None else " / ".join(percent(row.get(f"recall@{k}")) for k in (1, 5, 10))
 
 
 def results_tables(rows: list[dict]) -> dict[str, Table]:

@@ -89,10 +89,11 @@ class PGD(Attack):
                 else torch.zeros_like(clean)
             )
             for step in range(self.steps):
-                loss, gradient, embedding = loss_and_gradient(forward, self.objective, clean + delta, sub)
+                current = clean + delta
+                loss, gradient, embedding = loss_and_gradient(forward, self.objective, current, sub)
                 passes += len(active)
                 success = self.objective.success(embedding, sub)
-                best.update_at(active, clean + delta, loss, success)
+                best.update_at(active, current, loss, success)
                 if self.early_stop and bool(success.any()):
                     keep = ~success
                     active, clean, delta, gradient = active[keep], clean[keep], delta[keep], gradient[keep]

@@ -27,13 +27,13 @@ class PointSpec(InputSpec):
         Linf budget); scaling by t in [0, 1] shrinks every coordinate, so any norm budget still
         holds. t solves |x + t d| = radius, which has one root in [0, 1] when x is inside.
         """
-        target = x + delta
-        outside = target.norm(dim=-1, keepdim=True) > self.radius  # (B, N, 1)
-        along = (x * delta).sum(-1, keepdim=True)
-        length = delta.square().sum(-1, keepdim=True).clamp(min=1e-12)
-        room = (self.radius**2 - x.square().sum(-1, keepdim=True)).clamp(min=0)
-        t = (-along + (along.square() + length * room).sqrt()) / length
-        scale = torch.where(outside, t.clamp(0, 1) * (1 - 1e-6), torch.ones_like(t))
+        along = (x * delta).sum(-1, keepdim=True)  # (B, N, 1)
+        length = delta.square().sum(-1, keepdim=True)
+        inside = x.square().sum(-1, keepdim=True)
+        outside = inside + 2 * along + length > self.radius**2  # |x + d|^2, without forming x + d
+        room = (self.radius**2 - inside).clamp(min=0)
+        t = ((along.square() + length * room).sqrt() - along) / length.clamp(min=1e-12)
+        scale = torch.where(outside, t.clamp(0, 1) * (1 - 1e-6), 1.0)
         return delta * scale
 
     def out_of_domain(self, x: torch.Tensor) -> float:

@@ -47,6 +47,7 @@ from bindguard.data import Benchmark, load_dataset
 from bindguard.encoders import Encoder, create_encoder
 from bindguard.encoders.calibrated import CalibratedEncoder
 from bindguard.encoders.centers import semantic_centers
+from bindguard.encoders.logmel import FLOOR
 from bindguard.evaluation.calibration import evaluate_calibration
 from bindguard.evaluation.ensemble import STANDARD_ENSEMBLE
 from bindguard.evaluation.robust import Progress, RobustSettings
@@ -371,6 +372,38 @@ def budget(arguments: argparse.Namespace) -> None:
         f"\naudio range {audio_range:g}, speech RMS {speech_rms:.4f}; point median neighbour spacing "
         f"{float(spacing.median()):.4f}"
     )
+    _mel_band_power(base, audio)
+
+
+def _mel_band_power(base: Encoder, audio: torch.Tensor) -> None:
+    """What a Linf-eps waveform can put into one mel band of TinyBind's front end, against the speech's bands.
+
+    The front end takes log(mel power + floor); a learned floor (the calibration ``floor`` part) can only
+    hide what lies below it, so it helps only if the attacker's bands stay below most of the speech's.
+    """
+    spec = base.input_spec(Modality.AUDIO)
+    with torch.no_grad():
+        speech = (base.log_mel(audio).exp() - FLOOR).flatten()
+        quantiles = torch.quantile(speech[:: max(1, speech.numel() // 1_000_000)], torch.tensor([0.1, 0.5, 0.9]))
+        print(
+            "\nTinyBind log-mel band power (the front end's power units) that one Linf-eps waveform can reach; "
+            "speech bands: 10% / 50% / 90% quantiles " + " / ".join(f"{float(q):.3g}" for q in quantiles) + "\n"
+        )
+        print("| Linf eps | perturbation | median band | loudest band of a frame (median) | speech bands below it |")
+        print("|---|---|---:|---:|---:|")
+        generator = torch.Generator().manual_seed(0)
+        seconds = torch.arange(spec.shape[0]) / base.config.sample_rate
+        for text in ("1/255", "2/255", "4/255"):
+            eps = ThreatModel.linf(text).absolute(spec)
+            shapes = {
+                "white: random signs": torch.sign(torch.randn(8, *spec.shape, generator=generator)),
+                "narrow: 1 kHz square wave": torch.sign(torch.sin(2 * torch.pi * 1000 * seconds)).expand(8, -1),
+            }
+            for name, signs in shapes.items():
+                bands = base.log_mel(eps * signs).exp() - FLOOR
+                loudest = bands.amax(1).median()
+                below = float((speech < loudest).float().mean())
+                print(f"| {text} | {name} | {float(bands.median()):.3g} | {float(loudest):.3g} | {100 * below:.1f}% |")
 
 
 def main() -> None:

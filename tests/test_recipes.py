@@ -211,3 +211,90 @@ def test_a_gate_at_twice_the_budget_silences_any_perturbation_of_silence(tinybin
         CalibrationConfig(
             modality="audio", method="purifier", objective="ce", threat=config.threat, options={"gate": 2.0}
         )
+
+
+def _floored(tinybind, floor: float):
+    from bindguard.calibration import CalibrationConfig
+    from bindguard.encoders.calibrated import CalibratedEncoder, build_calibration
+
+    config = CalibrationConfig(
+        modality="audio",
+        method="floor",
+        objective="ce",
+        threat={"norm": "linf", "eps": 2 / 255},
+        options={"floor": floor},
+    )
+    return CalibratedEncoder(tinybind, {Modality.AUDIO: build_calibration(tinybind, config)})
+
+
+def test_a_floor_at_the_front_ends_own_value_is_the_identity_and_is_learned_end_to_end(tinybind) -> None:
+    from bindguard.encoders.logmel import FLOOR
+
+    spec = tinybind.input_spec(Modality.AUDIO)
+    generator = torch.Generator().manual_seed(0)
+    clip = 0.1 * torch.randn(2, *spec.shape, generator=generator)
+    same = _floored(tinybind, FLOOR)
+    with torch.no_grad():
+        assert torch.allclose(same.encode_modality("audio", clip), tinybind.encode_modality("audio", clip), atol=1e-5)
+    raised = _floored(tinybind, 1e-2)
+    floor = raised.calibration_of(Modality.AUDIO).floor
+    assert floor.log_floor.shape == (tinybind.config.n_mels, 1)
+    clip.requires_grad_(True)
+    raised.encode_modality("audio", clip).square().sum().backward()
+    assert floor.log_floor.grad is not None and floor.log_floor.grad.abs().sum() > 0  # it trains
+    assert clip.grad is not None and clip.grad.abs().sum() > 0  # and attacks differentiate through it
+
+
+def test_a_floor_above_a_perturbations_band_power_hides_it_from_the_embedding(tinybind) -> None:
+    eps = 1 / 255  # white noise at the full budget: its loudest mel band holds about 0.14 (power units)
+    spec = tinybind.input_spec(Modality.AUDIO)
+    generator = torch.Generator().manual_seed(0)
+    silence = torch.zeros(4, *spec.shape)
+    perturbation = eps * spec.range * torch.sign(torch.randn(4, *spec.shape, generator=generator))
+    moved = {}
+    for floor in (1e-6, 1e-2, 10.0):
+        encoder = _floored(tinybind, floor)
+        with torch.no_grad():
+            before = encoder.encode_modality("audio", silence)
+            after = encoder.encode_modality("audio", silence + perturbation)
+        moved[floor] = float((1 - (before * after).sum(-1)).mean())  # cosine distance (embeddings are unit)
+    assert moved[10.0] < 0.1 * moved[1e-6]  # log(1 + 0.14 / 10) is about 0.014 per band: little is left
+    assert moved[1e-2] > 0.3 * moved[1e-6]  # a floor below the noise's bands hides little
+
+
+def test_the_floor_part_belongs_to_front_ends_with_a_log_floor(tinybind) -> None:
+    from bindguard.calibration import CalibrationConfig
+    from bindguard.encoders.calibrated import build_calibration
+
+    config = CalibrationConfig(modality="image", method="floor", objective="ce", threat={"norm": "linf", "eps": 0.01})
+    with pytest.raises(ConfigError, match="drop 'floor'"):
+        build_calibration(tinybind, config)
+    with pytest.raises(ConfigError, match="floor"):
+        CalibrationConfig(
+            modality="audio", method="floor", objective="ce", threat=config.threat, options={"floor": 0.0}
+        )
+
+
+def test_a_phase_that_trains_the_floor_moves_it_alone_and_it_survives_a_save_and_load(
+    tinybind, test_benchmark, tmp_path: Path
+) -> None:
+    from bindguard.encoders.calibrated import CalibratedEncoder
+
+    recipe = CalibrationRecipe(
+        method="floor+lora",
+        batch_size=16,
+        eps="2/255",
+        options={"floor": 0.5},
+        phases=[{"name": "floor", "objective": "ce", "epochs": 1, "attack_steps": 1, "train": ["floor"]}],
+    )
+    calibration = _train(tinybind, test_benchmark, recipe, modality=Modality.AUDIO).calibration
+    learned = calibration.floor.log_floor.detach()
+    assert not torch.allclose(learned, torch.full_like(learned, math.log(0.5)))  # it trained
+    assert all(float(up.abs().sum()) == 0 for up in calibration.override.up.values())  # LoRA untouched
+    calibrated = CalibratedEncoder(tinybind, {Modality.AUDIO: calibration})
+    calibrated.save_pretrained(tmp_path / "cal")
+    loaded = CalibratedEncoder.from_pretrained(tinybind, tmp_path / "cal")
+    assert torch.equal(loaded.calibration_of(Modality.AUDIO).floor.log_floor, learned)
+    clip = test_benchmark.data[Modality.AUDIO].inputs[:2]
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_modality("audio", clip), calibrated.encode_modality("audio", clip))

@@ -1,8 +1,8 @@
-"""One modality's calibration: an optional purifier, in-encoder override (LoRA or full) and head.
+"""One modality's calibration: an optional purifier, front-end floor, in-encoder override (LoRA or full) and head.
 
 A method is one part or several joined with "+", applied in data-flow order:
-``purifier`` (raw input) -> ``lora`` or ``finetune`` (weights inside the frozen encoder) ->
-``head`` or ``residual-head`` (embedding).
+``purifier`` (raw input) -> ``floor`` (a log-power front end's floor, where the encoder has one) ->
+``lora`` or ``finetune`` (weights inside the frozen encoder) -> ``head`` or ``residual-head`` (embedding).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from torch import nn
 
 from bindguard._checks import check_count, check_number
 from bindguard._types import Modality
+from bindguard.calibration.floor import LearnedFloor
 from bindguard.calibration.heads import LinearHead, ResidualHead
 from bindguard.calibration.lowrank import FullOverride, LowRankAdapter
 from bindguard.calibration.purifiers import Purifier
 from bindguard.errors import ConfigError, UnknownNameError
 
-PARTS = ("purifier", "lora", "finetune", "head", "residual-head")
+PARTS = ("purifier", "floor", "lora", "finetune", "head", "residual-head")
 FORMAT = "bindguard-calibration/1"
 DEFAULT_OPTIONS = {
     "rank": 4,
@@ -31,6 +32,7 @@ DEFAULT_OPTIONS = {
     "spectral": False,
     "neighbours": 0,
     "gate": 0.0,
+    "floor": 1e-3,
 }
 SMALL_TENSOR = 20_000  # LoRA also updates tensors up to this size in full: biases, depthwise kernels
 
@@ -66,6 +68,8 @@ def check_options(options: object) -> dict:
         check_count("neighbours", options["neighbours"], 0)
     if "noise" in options:
         check_number("noise", options["noise"], least=0.0)
+    if "floor" in options:
+        check_number("floor", options["floor"], least=0.0, inclusive=False)
     if "gate" in options:
         check_number("gate", options["gate"], least=0.0)
         if options["gate"] and not options.get("spectral"):
@@ -125,6 +129,8 @@ class Calibration(nn.Module):
             when none fits (then the ``purifier`` part is refused).
         project: the spec's projection back into the domain (``InputSpec.project``), applied after
             the purifier; default: clamp into ``domain``.
+        log_floor: ``(buffer name, bands)`` of the front end's floor (``Encoder.log_floor``), or None
+            when the modality has none (then the ``floor`` part is refused).
         embed_dim: the shared embedding size (for the head).
         tower: ``{name: tensor}`` of the frozen encoder's parameters this modality uses (for LoRA
             and fine-tuning); LoRA adapts the 2-D and 1x1-convolution weights among them.
@@ -140,6 +146,7 @@ class Calibration(nn.Module):
         tower: dict[str, torch.Tensor],
         purifier_kind: str | None = None,
         project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        log_floor: tuple[str, int] | None = None,
     ):
         super().__init__()
         self.config = config
@@ -164,6 +171,14 @@ class Calibration(nn.Module):
                 # in multiples of the calibration's budget in the input's units (eps x range)
                 gate=float(options["gate"]) * float(config.threat["eps"]) * (domain[1] - domain[0]),
             )
+        self.floor: LearnedFloor | None = None
+        if "floor" in parts:
+            if log_floor is None:
+                raise ConfigError(
+                    f"the {config.modality} front end takes no logarithm of a power with a floor; "
+                    "fix: drop 'floor' from --method"
+                )
+            self.floor = LearnedFloor(log_floor[0], log_floor[1], float(options["floor"]))
         self.override: nn.Module | None = None
         if "lora" in parts:
             targets = {name: tuple(t.shape) for name, t in tower.items() if adaptable(name, t)}

@@ -39,7 +39,7 @@ def calibrate_command(
         ),
     ] = False,
     method: Annotated[
-        str | None, typer.Option(help="purifier, lora, head, residual-head, finetune, or parts joined by '+'.")
+        str | None, typer.Option(help="purifier, floor, lora, head, residual-head, finetune, or parts joined by '+'.")
     ] = None,
     objective: Annotated[
         str | None, typer.Option(help="ce, l2, infonce, stable, distill, or clean (no adversarial examples).")

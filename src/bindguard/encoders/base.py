@@ -125,6 +125,15 @@ class Encoder(nn.Module, ABC):
         """Whether two forward passes of one input may differ (then attacks need EOT)."""
         return False
 
+    def log_floor(self, modality: Modality) -> tuple[str, int] | None:
+        """Where the modality's front end adds a power floor before a logarithm, if it does.
+
+        ``(buffer name, bands)``: a buffer outside the state dict that ``log(power + floor)`` reads,
+        and how many frequency bands a learned floor may set apart (the calibration ``floor`` part
+        replaces it). None by default: the modality has no such step.
+        """
+        return None
+
     # --- embedding -----------------------------------------------------------------------------
 
     @abstractmethod

@@ -76,6 +76,7 @@ def build_calibration(encoder: Encoder, config: CalibrationConfig) -> Calibratio
         tower={name: t.detach() for name, t in tower.items()},
         purifier_kind=spec.purifier,
         project=spec.project,
+        log_floor=encoder.log_floor(modality),
     ).to(next(encoder.parameters()).device)
 
 
@@ -125,8 +126,11 @@ class CalibratedEncoder(Encoder):
             return self.base._embed(modality, x)
         if calibration.purifier is not None:
             x = calibration.purifier(x)
-        if calibration.override is not None:
-            embedding = functional_call(self._embedder, self._adapted(modality, calibration.override), (modality, x))
+        if calibration.override is not None or calibration.floor is not None:
+            replaced = {} if calibration.override is None else self._adapted(modality, calibration.override)
+            if calibration.floor is not None:
+                replaced = replaced | {f"base.{name}": value for name, value in calibration.floor.overrides().items()}
+            embedding = functional_call(self._embedder, replaced, (modality, x))
         else:
             embedding = self.base._embed(modality, x)
         return calibration.head(embedding) if calibration.head is not None else embedding

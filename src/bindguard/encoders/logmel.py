@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+FLOOR = 1e-6  # power added before the logarithm: what silence maps to
+
 
 def hz_to_mel(frequency: torch.Tensor) -> torch.Tensor:
     """HTK mel scale."""
@@ -35,7 +37,9 @@ def mel_filterbank(
 class LogMel(nn.Module):
     """Waveform (B, S) -> log-mel power spectrogram (B, n_mels, frames).
 
-    Uses a periodic Hann window, centred frames with reflection padding, and log(mel + 1e-6).
+    Uses a periodic Hann window, centred frames with reflection padding, and log(mel + floor), floor
+    1e-6. The floor is a buffer outside the state dict (the weights' fingerprint does not see it), so a
+    calibration can replace it through ``functional_call`` (the ``floor`` part).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class LogMel(nn.Module):
         self.n_mels = n_mels
         self.register_buffer("window", torch.hann_window(self.win_length, periodic=True), persistent=False)
         self.register_buffer("filters", mel_filterbank(n_fft, n_mels, sample_rate), persistent=False)
+        self.register_buffer("floor", torch.tensor(FLOOR), persistent=False)
 
     def frames(self, samples: int) -> int:
         return 1 + samples // self.hop_length
@@ -66,9 +71,9 @@ class LogMel(nn.Module):
         )  # (B, F, frames)
         power = spectrum.real.square() + spectrum.imag.square()
         mel = torch.einsum("bft,fm->bmt", power, self.filters)  # (B, n_mels, frames)
-        return torch.log(mel + 1e-6)
+        return torch.log(mel + self.floor)
 
 
 def log_mel_floor() -> float:
     """The value a silent frame maps to."""
-    return math.log(1e-6)
+    return math.log(FLOOR)

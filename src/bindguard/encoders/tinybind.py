@@ -159,6 +159,10 @@ class TinyBind(Encoder):
         own = sum(p.numel() for name, p in self.named_parameters() if not name.startswith("_text."))
         return own + sum(p.numel() for p in text.parameters())
 
+    def log_floor(self, modality: Modality) -> tuple[str, int] | None:
+        """Audio: the log-mel front end's floor, one per mel band."""
+        return ("log_mel.floor", self.config.n_mels) if self.check_modality(modality) is Modality.AUDIO else None
+
     def input_spec(self, modality: Modality) -> InputSpec:
         modality = self.check_modality(modality)
         if modality is Modality.TEXT:

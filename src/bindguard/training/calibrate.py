@@ -163,7 +163,8 @@ def _learning_rate(phase: Phase, step: int, total: int) -> float:
 
 def _train_only(calibration: Calibration, parts: tuple[str, ...]) -> None:
     """Let gradients reach the parts a phase trains; the others keep their values (AdamW skips them)."""
-    modules = {"purifier": calibration.purifier, "lora": calibration.override, "finetune": calibration.override}
+    modules = {"purifier": calibration.purifier, "floor": calibration.floor}
+    modules |= {"lora": calibration.override, "finetune": calibration.override}
     modules |= {"head": calibration.head, "residual-head": calibration.head}
     for module in modules.values():
         if module is not None:
@@ -322,7 +323,7 @@ def calibrate_modality(
     )
     raw_clean = _raw_embed(base, modality, x)
     frozen = F.normalize(raw_clean, dim=-1)  # f(x), the frozen clean embeddings
-    head_only = calibration.purifier is None and calibration.override is None
+    head_only = calibration.purifier is None and calibration.floor is None and calibration.override is None
     epochs_done, losses = 0, []
     if checkpoint is not None and checkpoint.is_file():
         epochs_done, losses = _load_checkpoint(checkpoint, calibration, optimizer, recipe_record, recipe.total_epochs)

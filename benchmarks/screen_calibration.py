@@ -7,6 +7,8 @@ file, default ``standard``) and any recipe field that replaces the recipe's. Tra
 whole built-in train split; the measurement is ``bindguard.evaluate_calibration`` on ``--n`` test
 samples with the standard ensemble at ``--steps`` and Square ``--square-queries``, sanity checks
 off (a screen ranks variants; claims come from ``shipped_calibration.py`` at the full budget).
+``--n 200 --steps 100 --square-queries 1000 --checks`` confirms a variant at the full budget, sanity
+checks on; its row says so in the budget column.
 One JSON line per run is appended to ``benchmarks/results/screen.jsonl``;
 ``python benchmarks/screen_calibration.py --render`` prints them as a markdown table.
 """
@@ -30,25 +32,31 @@ RESULTS = Path(__file__).parent / "results" / "screen.jsonl"
 
 def render() -> None:
     print(
-        "| run | modality | what changed (bindguard.calibrate keywords) | eval eps | trainable | train s "
-        "| clean before → after | transfer | adaptive before → after | flags |"
+        "| run | modality | what changed (bindguard.calibrate keywords) | eval eps | evaluation | trainable "
+        "| train s | clean before → after | transfer | adaptive before → after | flags |"
     )
-    print("|---|---|---|---|---:|---:|---|---:|---|---|")
+    print("|---|---|---|---|---|---:|---:|---|---:|---|---|")
     for line in RESULTS.read_text().splitlines():
         run = json.loads(line)
         options = json.dumps(run["options"], separators=(", ", ": "))
         note = f" ({run['note']})" if run.get("note") else ""
+        budget = run["evaluation"]
+        checks = ", checks on" if budget.get("checks") else ""
+        evaluation = f"n={budget['n']}, {budget['steps']} steps, Square {budget['square_queries']}{checks}"
         print(
-            f"| {run['name']}{note} | {run['modality']} | `{options}` | {run['eval_eps']} "
+            f"| {run['name']}{note} | {run['modality']} | `{options}` | {eps_text(run['eval_eps'])} | {evaluation} "
             f"| {run['trainable']:,} ({100 * run['trainable_fraction']:.2f}%) | {run['train_s']} "
             f"| {100 * run['clean_before']:.0f} → {100 * run['clean']:.0f} | {100 * run['transfer']:.0f} "
             f"| {100 * run['adaptive_before']:.0f} → **{100 * run['adaptive']:.0f}** | {', '.join(run['flags']) or 'ok'} |"
         )
-    first = json.loads(RESULTS.read_text().splitlines()[0])["evaluation"]
-    print(
-        f"\nstandard ensemble, {first['steps']} steps, Square {first['square_queries']}, n={first['n']} test "
-        "samples, sanity checks off; rows from benchmarks/results/screen.jsonl"
-    )
+    print("\nstandard ensemble on the first n test samples; rows from benchmarks/results/screen.jsonl")
+
+
+def eps_text(eps: object) -> str:
+    """Rows record the eps as given ("4/255") or, when it came from the recipe, as a number."""
+    if isinstance(eps, str):
+        return eps
+    return f"{round(float(eps) * 255)}/255" if abs(float(eps) * 255 - round(float(eps) * 255)) < 1e-6 else f"{eps:g}"
 
 
 def main() -> None:
@@ -63,6 +71,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--square-queries", type=int, default=100)
+    parser.add_argument("--checks", action="store_true", help="run the sanity checks (a full-budget confirmation)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/screen"))
     arguments = parser.parse_args()
@@ -84,7 +93,7 @@ def main() -> None:
         n=arguments.n,
         steps=arguments.steps,
         square_queries=arguments.square_queries,
-        checks=False,
+        checks=arguments.checks,
         out=out,
         eps=arguments.eval_eps,
     )
@@ -104,7 +113,12 @@ def main() -> None:
         "adaptive": row["after"]["robust_top1"],
         "trainable_fraction": row["trainable_fraction"],
         "flags": row["flags"],
-        "evaluation": {"n": arguments.n, "steps": arguments.steps, "square_queries": arguments.square_queries},
+        "evaluation": {
+            "n": arguments.n,
+            "steps": arguments.steps,
+            "square_queries": arguments.square_queries,
+            "checks": arguments.checks,
+        },
     }
     print(json.dumps(summary))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

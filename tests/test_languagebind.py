@@ -495,7 +495,10 @@ def test_fbank_matches_torchaudio_kaldi(tmp_path: Path) -> None:
     tensors, _, _ = upstream_fixture("audio", tmp_path)
     if "fbank" not in tensors:
         pytest.skip("the audio fixture was written without --kaldi")
-    torch.testing.assert_close(fbank(tensors["fbank_waveform"], num_mel_bins=112), tensors["fbank"], rtol=0, atol=1e-5)
+    # The fixture's FFT ran on another CPU: float32 rounding differs with the instruction set the FFT
+    # library picks, and the logarithm magnifies it in the quietest bins (2.3e-4 at a value of -9.8
+    # seen on an AVX-512 machine, a relative 2.4e-5); a wrong window, scale or filterbank is off by far more.
+    torch.testing.assert_close(fbank(tensors["fbank_waveform"], num_mel_bins=112), tensors["fbank"], rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("tower", ["image", "video", "audio", "depth", "thermal"])

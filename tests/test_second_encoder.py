@@ -284,7 +284,17 @@ def test_attack_stays_in_budget_and_domain_and_restores_mode(name: str, modality
 
 
 def test_every_calibration_part_is_covered() -> None:
-    assert {part for method in METHODS for part in parse_method(method)} == set(PARTS)
+    # floor: this encoder's audio front end takes no logarithm, so the part is refused (the next test)
+    assert {part for method in METHODS for part in parse_method(method)} | {"floor"} == set(PARTS)
+
+
+def test_the_floor_part_is_refused_where_no_front_end_declares_a_floor(encoder: SecondEncoder, tmp_path: Path) -> None:
+    assert encoder.log_floor(Modality.AUDIO) is None
+    with pytest.raises(ConfigError, match="drop 'floor'"):
+        bindguard.calibrate(
+            encoder, "builtin", modalities="audio", method="floor", out=tmp_path / "floor", **CALIBRATE_OPTIONS
+        )
+    assert not (tmp_path / "floor" / "config.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -260,7 +260,7 @@ def demo(
         console.print(
             f"The calibration table measures the calibration that ships with TinyBind (recipe {recipe.get('name')!r}; "
             f"bindguard calibrate --recipe {recipe.get('name')} --seed {recipe.get('seed')} --out CAL reproduces it "
-            "bit for bit). It is evaluated here with the "
+            "bit for bit on the kind of CPU that trained it). It is evaluated here with the "
             f"demo's small budget ({outcome.plan.samples} samples, {outcome.plan.steps} steps); the README gives "
             "its figures at the full budget and the command that made them.",
             highlight=False,

@@ -4,7 +4,9 @@ A log-mel front end computes log(power + floor). With the tiny floors that encod
 the quiet bins around a sound are where a small waveform perturbation moves the features most: a
 perturbation far below the speech in loudness lifts a silent bin by many log units. Raising the
 floor per band compresses what lies below it, so the trunk no longer sees that change at full
-size. The floor stays differentiable, so attacks go through it end to end (no BPDA needed).
+size. It can only hide power below the floor: on TinyBind audio the start that helped was 10, above
+most of the speech's own bands (benchmarks/README.md, the floor screens). The floor stays
+differentiable, so attacks go through it end to end (no BPDA needed).
 """
 
 from __future__ import annotations

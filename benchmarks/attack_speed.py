@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On CPUs that other
-# processes share, spinning threads make every parallel op wait for a descheduled peer (see the
-# README). Export OMP_WAIT_POLICY=active to measure OpenMP's default behaviour instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from bindguard._openmp import choose_wait_policy  # bindguard's top level loads no torch
+
+# Before torch loads OpenMP: spinning threads on idle cores, sleeping ones where other processes
+# run (see the README's "Threads"); export OMP_WAIT_POLICY to choose yourself.
+WAIT_POLICY = choose_wait_policy()
 
 import argparse
 import json
@@ -583,13 +584,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    if args.threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
-        print(
-            f"warning: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}: spinning OpenMP threads on cores that "
-            "other processes use make each parallel op wait for a descheduled peer (measured: 3.4 s instead "
-            "of 0.14 s per TinyBind forward+backward at load average 2 on 2 cores)",
-            file=sys.stderr,
-        )
     started = time.perf_counter()
     attacked, cost_setups, one_time = build(args.batch, cost_batch)
     if args.only:
@@ -611,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "OMP_WAIT_POLICY": WAIT_POLICY,
         "cpus": os.cpu_count(),
         "repeats": repeats,
         "batch": args.batch,

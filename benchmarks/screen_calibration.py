@@ -15,9 +15,9 @@ One JSON line per run is appended to ``benchmarks/results/screen.jsonl``;
 
 from __future__ import annotations
 
-import os
+from bindguard._openmp import choose_wait_policy  # bindguard's top level loads no torch
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see benchmarks/README.md
+choose_wait_policy()  # before torch loads; see benchmarks/README.md ("Threads")
 
 import argparse
 import json

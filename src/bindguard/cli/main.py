@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bindguard import distributed
+from bindguard._openmp import choose_wait_policy
 from bindguard.cli.assets import data_build, data_prepare, tinybind_train
 from bindguard.cli.calibrate import calibrate_command, certify_command
 from bindguard.cli.convert import convert_command
@@ -331,10 +331,9 @@ def show_results(results: dict, as_json: bool) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    # OpenMP threads that spin while waiting starve each other on a busy machine (a forward+backward
-    # measured 20x slower on 2 shared cores); passive waiting costs little when the machine is idle.
-    # It must be set before torch loads, which the commands do lazily.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Spinning OpenMP threads are fastest on idle cores and collapse on shared ones; the choice must
+    # be made before torch loads, which the commands do lazily (see bindguard._openmp).
+    choose_wait_policy()
     app(prog_name="bindguard")
 
 

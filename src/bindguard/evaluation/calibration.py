@@ -5,8 +5,10 @@
 - adaptive: the standard ensemble end to end through the calibration, then Square, with EOT for
   randomized purifiers (what it gains against an attacker who does). Only this one is a robustness claim.
 
-Each attack of the ensemble runs once on the uncalibrated encoder over all samples; its examples
-give both the "before" worst case and the transfer worst case of the calibrated model.
+The ensemble runs once on the uncalibrated encoder as its own evaluation does: each attack on the
+samples that encoder still withstands (top-1 or top-5). The examples give both the "before" worst
+case and the transfer worst case of the calibrated model: a transfer attacker keeps attacking a
+sample only until the encoder it can see is fooled.
 """
 
 from __future__ import annotations
@@ -63,16 +65,17 @@ def transfer_worst_cases(
     context = ObjectiveContext(labels=labels, centers=centers, clean=clean, logit_scale=base.logit_scale(modality))
     before = WorstCase(*top_hits(center_scores(clean, centers), labels))
     transfer = WorstCase(*top_hits(_scores(calibrated, modality, x, centers, settings.batch_size), labels))
-    everything = torch.arange(len(x))
     stages = attack_stages(settings, threat)
     for number, (name, build, _) in enumerate(stages):
         if progress:
             progress(f"{modality.value} {threat} transfer", number, len(stages))
-        (on_base, on_calibrated), norms, _ = _attack_in_batches(
-            build(), base, modality, x, everything, context, settings.batch_size, judges=[base, calibrated]
-        )
-        before.narrow(everything, *on_base, norms)
-        transfer.narrow(everything, *on_calibrated, norms)
+        index = before.active  # what the uncalibrated encoder still withstands
+        if index.numel():
+            (on_base, on_calibrated), norms, _ = _attack_in_batches(
+                build(), base, modality, x, index, context, settings.batch_size, judges=[base, calibrated]
+            )
+            before.narrow(index, *on_base, norms)
+            transfer.narrow(index, *on_calibrated, norms)
         before.after[name] = _mean(before.top1)
         transfer.after[name] = _mean(transfer.top1)
     return before, transfer

@@ -12,6 +12,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
+from bindguard._openmp import wait_policy
 from bindguard.data import Benchmark
 from bindguard.data.rows import fingerprint_rows
 from bindguard.encoders import Encoder
@@ -69,6 +72,8 @@ def provenance(
         "command": shlex.join(sys.argv),
         "seed": seed,
         "versions": versions(),
+        # how fast the CPU ran, for anyone comparing wall times across results files
+        "threads": {"torch": torch.get_num_threads(), "omp_wait_policy": wait_policy()},
         "model_identity": model.identity,
         "weights": {"path": str(weights) if weights else "shipped", "sha256": file_sha256(weights)},
         "calibration": None

@@ -160,8 +160,11 @@ class Setup:
     note: str = ""
 
 
-def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[str, float]]:
-    """The setups beside torchattacks (those on [0, 1] inputs; ``batch``) and the cost setups (all; ``cost_batch``)."""
+def build(
+    batch: int, cost_batch: int, stream_samples: int = 0
+) -> tuple[list[Setup], list[Setup], list[Setup], dict[str, float]]:
+    """The setups beside torchattacks (those on [0, 1] inputs; ``batch``), the cost setups (all;
+    ``cost_batch``) and the setups beside torchattacks over ``stream_samples`` (continuous batching)."""
     one_time: dict[str, float] = {}
     lite = load_pretrained_lite0().requires_grad_(False)
     classifier = ClassifierEncoder(
@@ -170,7 +173,7 @@ def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[s
     start = time.perf_counter()
     classifier_fast = optimize_frozen(classifier)
     one_time["optimize_frozen(classifier) s"] = time.perf_counter() - start
-    size = max(batch, cost_batch)
+    size = max(batch, cost_batch, stream_samples)
     images, source = natural_crops(size, CLASSIFIER_SIDE)
     with torch.no_grad():  # labels: the classifier's own clean predictions (clean accuracy 100%)
         labels = classifier.encode_modality(Modality.IMAGE, images, normalize=False, validate=False).argmax(1)
@@ -210,7 +213,10 @@ def build(batch: int, cost_batch: int) -> tuple[list[Setup], list[Setup], dict[s
         )
     # torchattacks clamps to [0, 1]: it attacks the same function only where that is the domain
     attacked = [_first(setup, batch) for setup in full.values() if _unit_domain(setup)]
-    return attacked, [_first(setup, cost_batch) for setup in full.values()], one_time
+    streamed = (
+        [_first(setup, stream_samples) for setup in full.values() if _unit_domain(setup)] if stream_samples else []
+    )
+    return attacked, [_first(setup, cost_batch) for setup in full.values()], streamed, one_time
 
 
 def _unit_domain(setup: Setup) -> bool:
@@ -301,24 +307,76 @@ def compare_with_torchattacks(setup: Setup, eps: str, repeats: int, *, reference
     seconds, cpu, outputs = interleaved(runners, repeats, warmups)
     if any(m.training for m in setup.encoder.modules()) or any(m.training for m in setup.fast.modules()):
         raise RuntimeError("an attack left the encoder in training mode")
+    extra = {name: {"cpu s": cpu[name], "cpu ratio": cpu["torchattacks PGD"] / cpu[name]} for name in seconds}
+    return ratio_rows("attack", setup, eps, seconds, outputs, "torchattacks PGD", extra)
+
+
+def ratio_rows(
+    section: str,
+    setup: Setup,
+    eps: str,
+    seconds: dict[str, float],
+    outputs: dict[str, object],
+    reference: str,
+    extra: dict[str, dict],
+) -> list[Row]:
+    """One row per variant: nominal throughput (samples x steps / s), its ratio to ``reference``'s, robust accuracy."""
     work = setup.x.shape[0] * STEPS
-    base = work / seconds["torchattacks PGD"]
-    rows = []
-    for name, value in seconds.items():
-        rows.append(
-            Row(
-                "attack",
-                setup.name,
-                eps,
-                name,
-                value,
-                work / value,
-                (work / value) / base,
-                robust_accuracy(setup, outputs[name]),
-                {"cpu s": cpu[name], "cpu ratio": cpu["torchattacks PGD"] / cpu[name]},
-            )
+    return [
+        Row(
+            section,
+            setup.name,
+            eps,
+            name,
+            value,
+            work / value,
+            seconds[reference] / value,
+            robust_accuracy(setup, outputs[name]),
+            extra[name],
         )
-    return rows
+        for name, value in seconds.items()
+    ]
+
+
+def compare_over_samples(setup: Setup, eps: str, repeats: int, batch: int) -> list[Row]:
+    """PGD over more samples than one batch holds, ``batch`` at a time: torchattacks and ours batch by
+    batch (as a user's loop, or ``bindguard eval``, runs them), and ours with continuous batching
+    (``PGD(batch_size=batch)``: a fooled sample's row goes to the next sample at once)."""
+    import torchattacks  # only the benchmark needs it
+
+    threat = ThreatModel.linf(eps)
+    centers = None if isinstance(setup.objective, LogitCE) else setup.context.centers
+    labels = setup.context.labels
+    chunks = [torch.arange(start, min(start + batch, setup.x.shape[0])) for start in range(0, setup.x.shape[0], batch)]
+    reference = torchattacks.PGD(
+        LogitModule(setup.encoder, setup.modality, centers), eps=threat.eps, alpha=threat.eps / 4, steps=STEPS
+    )
+    options = {"objective": setup.objective, "steps": STEPS, "step_size": threat.eps / 4, "random_start": True}
+    per_batch = PGD(threat, early_stop=True, **options)
+    streaming = PGD(threat, early_stop=True, batch_size=batch, **options)
+
+    def torchattacks_batches() -> torch.Tensor:
+        torch.manual_seed(0)  # its random start draws from the global generator
+        return torch.cat([reference(setup.x[chunk], labels[chunk]) for chunk in chunks])
+
+    def ours_batches() -> torch.Tensor:
+        return torch.cat(
+            [
+                per_batch.run(setup.encoder, setup.modality, setup.x[chunk], setup.context.subset(chunk)).adversarial
+                for chunk in chunks
+            ]
+        )
+
+    runners = {
+        "torchattacks PGD, batch by batch": torchattacks_batches,
+        "ours, early_stop=True, batch by batch": ours_batches,
+        "ours, continuous batching": lambda: (
+            streaming.run(setup.encoder, setup.modality, setup.x, setup.context).adversarial
+        ),
+    }
+    seconds, cpu, outputs = interleaved(runners, repeats, [forward_backward(setup.encoder, _first(setup, batch))])
+    extra = {name: {"samples": setup.x.shape[0], "batch": batch, "cpu s": cpu[name]} for name in seconds}
+    return ratio_rows("stream", setup, eps, seconds, outputs, "torchattacks PGD, batch by batch", extra)
 
 
 def forward_backward(encoder: Encoder, setup: Setup) -> Callable[[], torch.Tensor]:
@@ -419,6 +477,10 @@ def summary(rows: list[Row]) -> dict[str, object]:
         "worst ratio, ours early_stop=True": best("ours, early_stop=True"),
         "worst ratio, ours early_stop=False, fast encoder": best("ours, early_stop=False, fast encoder"),
         "worst ratio, ours early_stop=True, fast encoder": best("ours, early_stop=True, fast encoder"),
+        "worst ratio, ours continuous batching": min(
+            (row.ratio for row in rows if row.section == "stream" and row.variant == "ours, continuous batching"),
+            default=None,
+        ),
         "cost target": f"<= {COST_TARGET}",
         "worst cost ratio": max((row.extra["cost ratio"] for row in costs), default=None),
         "worst cost ratio, fast encoder": max(
@@ -434,10 +496,13 @@ SHORT_VARIANTS = {
     "ours, early_stop=False, fast encoder": "ours, early_stop=False, fast",
     "ours, early_stop=True, fast encoder": "ours, early_stop=True, fast",
     "torchattacks PGD, fast encoder": "torchattacks, fast",
+    "torchattacks PGD, batch by batch": "torchattacks, batch by batch",
+    "ours, early_stop=True, batch by batch": "ours, early_stop=True, batch by batch",
+    "ours, continuous batching": "ours, continuous batching",
 }
 
 
-def attack_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+def attack_table(rows: list[Row], section: str = "attack") -> tuple[list[str], list[list[str]]]:
     header = ["model", "Linf eps", "PGD (10 steps)", "time s", "samples x steps / s", "ratio", "robust acc"]
     body = [
         [
@@ -450,9 +515,13 @@ def attack_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             f"{100 * row.robust_accuracy:.1f}%",
         ]
         for row in rows
-        if row.section == "attack"
+        if row.section == section
     ]
     return header, body
+
+
+def stream_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    return attack_table(rows, "stream")
 
 
 def cost_table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -509,16 +578,25 @@ def footer(settings: dict, verdict: dict) -> list[str]:
         "(fold BN + CL = optimize_frozen = the 'fast' encoder); one-time cost: "
         + ", ".join(f"{k} {v:.2f}" for k, v in settings["one-time"].items())
     ]
-    lines += [f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in verdict.items()]
+    lines += [f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in verdict.items() if v is not None]
     return lines
 
 
 ATTACK_TITLE = "(a, b) PGD throughput on the same model and batch; ratio = throughput / torchattacks' PGD"
+STREAM_TITLE = (
+    "(d) PGD over more samples than a batch, batch by batch or with continuous batching; "
+    "ratio = throughput / torchattacks' batch by batch"
+)
 COST_TITLE = f"(c) cost ratio = time of a {STEPS}-step PGD (early_stop=False) / ({STEPS} x one forward+backward)"
 
 
 def _text_columns(header: list[str]) -> int:
     return 3 if header[0] == "model" else 1
+
+
+def _tables(rows: list[Row]) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    tables = [(ATTACK_TITLE, attack_table(rows)), (STREAM_TITLE, stream_table(rows)), (COST_TITLE, cost_table(rows))]
+    return [(title, (header, body)) for title, (header, body) in tables if body]
 
 
 def print_rich(rows: list[Row], settings: dict, verdict: dict) -> None:
@@ -527,7 +605,7 @@ def print_rich(rows: list[Row], settings: dict, verdict: dict) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 170)
     console.print(headline(settings))
-    for title, (header, body) in ((ATTACK_TITLE, attack_table(rows)), (COST_TITLE, cost_table(rows))):
+    for title, (header, body) in _tables(rows):
         table = Table(title=title)
         for index, column in enumerate(header):
             table.add_column(column, justify="left" if index < _text_columns(header) else "right")
@@ -540,7 +618,7 @@ def print_rich(rows: list[Row], settings: dict, verdict: dict) -> None:
 
 def print_markdown(rows: list[Row], settings: dict, verdict: dict) -> None:
     print(headline(settings) + "\n")
-    for title, (header, body) in ((ATTACK_TITLE, attack_table(rows)), (COST_TITLE, cost_table(rows))):
+    for title, (header, body) in _tables(rows):
         print(f"{title}\n")
         print("| " + " | ".join(header) + " |")
         print("|" + "|".join("---" if i < _text_columns(header) else "---:" for i in range(len(header))) + "|")
@@ -568,6 +646,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"batch of the cost rows (default: the batch robust evaluation attacks, {ATTACK_BATCH}; quick 8)",
     )
+    parser.add_argument(
+        "--sections",
+        default="attack,stream,cost",
+        help="which tables to measure, comma-separated: attack (a, b), stream (d), cost (c)",
+    )
+    parser.add_argument(
+        "--stream-samples", type=int, help="samples of the stream rows, attacked --batch at a time (default 4 batches)"
+    )
     parser.add_argument("--render", metavar="JSON", help="print the tables of a saved --json run instead of measuring")
     parser.add_argument(
         "--only", metavar="NAMES", help="measure only these setups, comma-separated (classifier, image, audio, ...)"
@@ -585,13 +671,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
     started = time.perf_counter()
-    attacked, cost_setups, one_time = build(args.batch, cost_batch)
+    sections = set(args.sections.split(","))
+    stream_samples = (args.stream_samples or 4 * args.batch) if "stream" in sections else 0
+    attacked, cost_setups, streamed, one_time = build(args.batch, cost_batch, stream_samples)
+    attacked, cost_setups = (attacked if "attack" in sections else []), (cost_setups if "cost" in sections else [])
     if args.only:
         chosen = set(args.only.split(","))
-        attacked, cost_setups = (
-            [setup for setup in setups if setup.key in chosen] for setups in (attacked, cost_setups)
+        attacked, cost_setups, streamed = (
+            [setup for setup in setups if setup.key in chosen] for setups in (attacked, cost_setups, streamed)
         )
     rows: list[Row] = []
+    for setup in streamed:
+        for eps in ("4/255", "1/255"):
+            rows += compare_over_samples(setup, eps, repeats, args.batch)
+            print(f"done: {setup.name}, {stream_samples} samples, eps {eps}", file=sys.stderr, flush=True)
     for setup in attacked:
         for eps in ("4/255", "1/255"):
             # the torchattacks-on-the-fast-copy rows, which show the encoder's gain, for the two first setups
@@ -611,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "cost batch": cost_batch,
         "steps": STEPS,
+        "stream samples": stream_samples,
+        "sections": sorted(sections),
         "quick": args.quick,
         "load before": load_before,
         "load after": " ".join(f"{v:.1f}" for v in os.getloadavg()),

@@ -511,3 +511,68 @@ def test_apgd_with_early_stop_reaches_the_same_verdicts_in_fewer_passes(tinybind
     quick = create_attack("apgd-ce", threat=threat, steps=10, early_stop=True).run(tinybind, Modality.IMAGE, x, context)
     assert bool(full.success.all()) and torch.equal(full.success, quick.success)
     assert quick.forward_passes < full.forward_passes  # at 4/255 every sample falls in the first steps
+
+
+def _linear_classifier(samples: int) -> tuple[ClassifierEncoder, torch.Tensor, ObjectiveContext]:
+    """A float64 linear classifier: each sample's path is the same alone or in any batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).double()
+    encoder = ClassifierEncoder(model, height=2, width=2, classes=3, mean=None, std=None).eval()
+    x = torch.rand(samples, 3, 2, 2, dtype=torch.float64)
+    return encoder, x, ObjectiveContext(labels=model(x).argmax(1).detach())
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_continuous_batching_pgd_equals_batch_pgd_from_the_same_starts(early_stop) -> None:
+    from bindguard.attacks.pgd import PGD
+
+    encoder, x, context = _linear_classifier(10)
+    threat = ThreatModel.linf("24/255")
+    options = {"steps": 5, "random_start": False, "objective": LogitCE(), "early_stop": early_stop}
+    options["schedule"] = "cosine"  # a step size that differs per step: each row must use its own
+    whole = PGD(threat, **options).run(encoder, Modality.IMAGE, x, context)
+    streamed = PGD(threat, batch_size=3, **options).run(encoder, Modality.IMAGE, x, context)
+    assert 0 < int(whole.success.sum()) < 10, "the case should have samples that fall and samples that resist"
+    assert torch.equal(whole.adversarial, streamed.adversarial)
+    assert torch.equal(whole.success, streamed.success)
+    assert torch.allclose(whole.loss, streamed.loss)
+    assert whole.forward_passes == streamed.forward_passes
+
+
+def test_continuous_batching_keeps_calls_full_until_no_sample_waits(monkeypatch) -> None:
+    from bindguard.attacks.pgd import PGD
+
+    encoder, x, context = _linear_classifier(23)
+    sizes: list[int] = []
+    encode = encoder.encode_modality
+
+    def recording(modality, inputs, **options):
+        sizes.append(inputs.shape[0])
+        return encode(modality, inputs, **options)
+
+    monkeypatch.setattr(encoder, "encode_modality", recording)
+    attack = PGD(ThreatModel.linf("24/255"), steps=6, batch_size=4, objective=LogitCE())
+    result = attack.run(encoder, Modality.IMAGE, x, context)
+    assert max(sizes) == 4 and sum(sizes) == result.forward_passes
+    first_short = next(i for i, size in enumerate(sizes) if size < 4)
+    assert sizes[first_short:] == sorted(sizes[first_short:], reverse=True), "a call grew after the queue drained"
+    assert bool(result.success.any()) and not bool(result.success.all())
+
+
+def test_continuous_batching_runs_every_restart_of_every_sample() -> None:
+    from bindguard.attacks.pgd import PGD
+
+    encoder, x, context = _linear_classifier(7)
+    attack = PGD(ThreatModel.linf("1/255"), steps=3, restarts=2, batch_size=3, early_stop=False, objective=LogitCE())
+    result = attack.run(encoder, Modality.IMAGE, x, context)
+    assert result.forward_passes == 7 * 2 * (3 + 1)  # per restart: 3 evaluated steps and the final iterate
+
+
+def test_continuous_batching_refuses_a_share_of_a_batch_and_empty_rows() -> None:
+    from bindguard.attacks.pgd import PGD
+
+    threat = ThreatModel.linf("1/255")
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        PGD(threat, batch_size=0)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        PGD(threat, batch_size=4, early_stop=False, within=(0, 8))

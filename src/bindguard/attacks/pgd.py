@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import torch
 
@@ -32,6 +33,10 @@ class PGD(Attack):
         within: ``(start, total)`` when each batch attacked is rows ``start:`` of a larger batch of
             ``total`` (one process's share of a batch): the random starts are that batch's. Needs
             ``early_stop=False``, which keeps every row in every restart.
+        batch_size: attack at most this many samples at once, and when one stops (goal reached, or
+            its steps spent) let the next sample take its row: continuous batching, which keeps
+            every forward+backward full while early stopping drops samples. Each sample gets its
+            random start when it enters. None (default): every sample of the batch at once.
     """
 
     name = "pgd"
@@ -49,11 +54,18 @@ class PGD(Attack):
         early_stop: bool = True,
         seed: int = 0,
         within: tuple[int, int] | None = None,
+        batch_size: int | None = None,
     ):
         super().__init__(threat, objective=objective, seed=seed)
         if within is not None and early_stop:
             raise ConfigError("within (a share of a larger batch) needs early_stop=False")
-        self.within = within
+        if within is not None and batch_size is not None:
+            raise ConfigError(
+                "within (a share of a larger batch) and batch_size (continuous batching) exclude each other"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.within, self.batch_size = within, batch_size
         if steps < 1 or restarts < 1:
             raise ConfigError(f"steps and restarts must be at least 1, got steps={steps}, restarts={restarts}")
         if schedule not in SCHEDULES:
@@ -73,6 +85,8 @@ class PGD(Attack):
     def _perturb(
         self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
     ) -> tuple[torch.Tensor, int]:
+        if self.batch_size is not None:
+            return self._perturb_streaming(forward, x, spec, context, generator)
         best = BestTracker(x)
         passes = 0
         for _ in range(self.restarts):
@@ -109,4 +123,57 @@ class PGD(Attack):
                 best.update_at(
                     active, clean + delta, self.objective.loss(embedding, sub), self.objective.success(embedding, sub)
                 )
+        return best.x, passes, (best.loss, best.success)
+
+    def _perturb_streaming(
+        self, forward: Forward, x: torch.Tensor, spec: InputSpec, context: ObjectiveContext, generator: torch.Generator
+    ) -> tuple[torch.Tensor, int]:
+        """Continuous batching: rows are (sample, restart, step) and leave when done; waiting samples fill them.
+
+        Each row is evaluated at steps 0..steps with one forward+backward and moves after each but
+        the last, so a sample costs what it costs in the batch version (steps + 1 evaluations); the
+        evaluation of a row's final iterate rides along in the next full forward+backward.
+        """
+        best = BestTracker(x)
+        waiting = deque((sample, 0) for sample in range(x.shape[0]))  # (sample, restart)
+        rows = torch.empty(0, dtype=torch.long, device=x.device)
+        restarts, steps, delta = rows.clone(), rows.clone(), x[:0].clone()
+        passes = 0
+        while waiting or rows.numel():
+            free = min(self.batch_size - rows.numel(), len(waiting))
+            if free:
+                entering = [waiting.popleft() for _ in range(free)]
+                new = torch.tensor([sample for sample, _ in entering], device=x.device)
+                start = (
+                    self.threat.random_delta(x[new], spec, generator) if self.random_start else torch.zeros_like(x[new])
+                )
+                rows = torch.cat([rows, new])
+                restarts = torch.cat([restarts, torch.tensor([restart for _, restart in entering], device=x.device)])
+                steps = torch.cat([steps, torch.zeros_like(new)])
+                delta = torch.cat([delta, start])
+            clean, sub = x[rows], context.subset(rows)
+            current = clean + delta
+            final = steps >= self.steps  # rows whose last iterate this call only evaluates
+            if bool(final.all()):
+                with torch.no_grad():
+                    embedding = forward(current)
+                loss, gradient = self.objective.loss(embedding, sub), None
+            else:
+                loss, gradient, embedding = loss_and_gradient(forward, self.objective, current, sub)
+            passes += rows.numel()
+            success = self.objective.success(embedding, sub)
+            best.update_at(rows, current, loss, success)
+            leaving = final | success if self.early_stop else final
+            for sample, restart in zip(rows[final].tolist(), restarts[final].tolist(), strict=True):
+                if restart + 1 < self.restarts and not (self.early_stop and bool(best.success[sample])):
+                    waiting.append((sample, restart + 1))
+            stay = ~leaving
+            if gradient is None or not bool(stay.any()):
+                rows, restarts, steps, delta = rows[stay], restarts[stay], steps[stay], delta[stay]
+                continue
+            shape = (-1,) + (1,) * (x.dim() - 1)
+            alpha = torch.tensor([self._alpha(step, spec) for step in steps[stay].tolist()], dtype=x.dtype)
+            moved = delta[stay] + alpha.to(x.device).view(shape) * self.threat.ascent(gradient[stay], spec)
+            delta = self.threat.project(clean[stay], moved, spec)
+            rows, restarts, steps = rows[stay], restarts[stay], steps[stay] + 1
         return best.x, passes, (best.loss, best.success)

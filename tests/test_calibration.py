@@ -403,3 +403,39 @@ def test_a_folder_written_before_staging_still_loads(tmp_path: Path) -> None:
     assert torch.equal(_loaded(directory)[1]["point.weight"], torch.full((3, 2), 5.0))
     _write(directory, image=_Part("image", 6.0))
     assert sorted(_loaded(directory)[1]) == ["image.weight", "point.weight"]
+
+
+def test_transfer_attacks_go_on_only_where_the_uncalibrated_encoder_still_withstands(tinybind, monkeypatch) -> None:
+    """Each attack of the transfer stage runs on the samples whose top-1 or top-5 the base still gets right."""
+    from bindguard.attacks import ThreatModel
+    from bindguard.data import load_dataset
+    from bindguard.encoders.centers import benchmark_centers
+    from bindguard.evaluation import calibration as evaluation
+    from bindguard.evaluation.ensemble import parse_ensemble
+    from bindguard.evaluation.robust import RobustSettings, top_hits
+    from bindguard.objectives.base import center_scores
+
+    benchmark = load_dataset("builtin", split="test", modalities=[Modality.IMAGE], limit=24)
+    data = benchmark.data[Modality.IMAGE]
+    centers = benchmark_centers(tinybind, benchmark, Modality.IMAGE)
+    calibrated = CalibratedEncoder(tinybind, {Modality.IMAGE: build_calibration(tinybind, config("image", "head"))})
+    calls: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = []
+    real = evaluation._attack_in_batches
+
+    def recording(attack, encoder, modality, x, index, *arguments, **options):
+        outcome = real(attack, encoder, modality, x, index, *arguments, **options)
+        calls.append((index.clone(), outcome[0][0]))  # the samples attacked, and the base's hits on them
+        return outcome
+
+    monkeypatch.setattr(evaluation, "_attack_in_batches", recording)
+    settings = RobustSettings(ensemble=parse_ensemble("pgd,apgd-ce"), steps=2, square_queries=0, checks=False)
+    evaluation.transfer_worst_cases(
+        tinybind, calibrated, Modality.IMAGE, data.inputs, data.labels, centers, ThreatModel.linf("12/255"), settings
+    )
+    with torch.no_grad():
+        clean = top_hits(center_scores(tinybind.encode_modality(Modality.IMAGE, data.inputs), centers), data.labels)
+    first, (top1, top5) = calls[0]
+    assert torch.equal(first, torch.nonzero(clean[0] | clean[1]).flatten())
+    standing = first[(top1 & clean[0][first]) | (top5 & clean[1][first])]
+    assert 0 < standing.numel() < first.numel(), "the case should have samples that fall and samples that stand"
+    assert len(calls) == 2 and torch.equal(calls[1][0], standing)

@@ -481,7 +481,7 @@ def summary(rows: list[Row]) -> dict[str, object]:
             (row.ratio for row in rows if row.section == "stream" and row.variant == "ours, continuous batching"),
             default=None,
         ),
-        "cost target": f"<= {COST_TARGET}",
+        "cost target": f"<= {COST_TARGET}" if costs else None,
         "worst cost ratio": max((row.extra["cost ratio"] for row in costs), default=None),
         "worst cost ratio, fast encoder": max(
             (row.extra["cost ratio fast (vs its own fwd+bwd)"] for row in costs), default=None

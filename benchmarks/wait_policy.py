@@ -23,7 +23,7 @@ import time
 POLICIES = {"PASSIVE": "PASSIVE", "OpenMP default": None, "ACTIVE": "ACTIVE"}
 
 HOG = """
-import os, torch
+import torch
 torch.set_num_threads(2)
 a = torch.randn(512, 512)
 while True:

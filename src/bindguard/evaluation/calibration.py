@@ -6,7 +6,7 @@
   randomized purifiers (what it gains against an attacker who does). Only this one is a robustness claim.
 
 The ensemble runs once on the uncalibrated encoder as its own evaluation does: each attack on the
-samples that encoder still withstands (top-1 or top-5). The examples give both the "before" worst
+samples that encoder still withstands (top-1 or top-5; top-1 only without ``RobustSettings.top5``). The examples give both the "before" worst
 case and the transfer worst case of the calibrated model: a transfer attacker keeps attacking a
 sample only until the encoder it can see is fooled.
 """
@@ -69,7 +69,7 @@ def transfer_worst_cases(
     for number, (name, build, _) in enumerate(stages):
         if progress:
             progress(f"{modality.value} {threat} transfer", number, len(stages))
-        index = before.active  # what the uncalibrated encoder still withstands
+        index = before.attackable(settings.top5)  # what the uncalibrated encoder still withstands
         if index.numel():
             (on_base, on_calibrated), norms, _ = _attack_in_batches(
                 build(), base, modality, x, index, context, settings.batch_size, judges=[base, calibrated]

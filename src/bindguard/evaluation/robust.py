@@ -258,6 +258,10 @@ class WorstCase:
         """Samples some hit still stands for, worth attacking further."""
         return torch.nonzero(torch.stack([hit > 0 for hit in self.hits]).any(0)).flatten()
 
+    def attackable(self, top5: bool) -> torch.Tensor:
+        """The samples the next attack runs on: any hit standing, or only the first (``RobustSettings.top5``)."""
+        return self.active if top5 else torch.nonzero(self.top1 > 0).flatten()
+
     def narrow(self, index: torch.Tensor, *hits_and_norms: torch.Tensor) -> None:
         """Take the attack's ``hits`` on the samples at ``index`` (then their achieved ``norms``) where lower."""
         *hits, norms = hits_and_norms
@@ -325,7 +329,7 @@ def evaluate_modality_threat(
             progress(label, stage_number, len(stages))
         if name in worst.after:
             continue  # finished before an interruption
-        index = worst.active if settings.top5 else torch.nonzero(worst.top1 > 0).flatten()
+        index = worst.attackable(settings.top5)
         before_top1 = worst.top1.clone()
         if index.numel():
             ledger = StageLedger(state, name)

@@ -26,7 +26,7 @@ L2), so that one table says what each buys under transfer and under adaptive att
 
 from __future__ import annotations
 
-from bindguard._openmp import choose_wait_policy  # bindguard's top level loads no torch
+from bindguard._openmp import choose_wait_policy, wait_policy  # bindguard's top level loads no torch
 
 choose_wait_policy()  # before torch loads; see benchmarks/README.md ("Threads")
 
@@ -224,22 +224,18 @@ def pareto(arguments: argparse.Namespace) -> None:
     shipped = load_recipe(arguments.recipe).for_modality(modality)
     standard = load_recipe("standard")
     started = time.perf_counter()
-    rows = [
-        _train_and_measure(base, train, test, modality, shipped, settings, f"recipe {shipped.name}"),
-        _train_and_measure(base, train, test, modality, standard, settings, "standard (purifier+lora, 4 epochs)"),
-        _train_and_measure(
-            base, train, test, modality, standard.with_settings(method="lora"), settings, "lora alone, 4 epochs"
-        ),
-        _train_and_measure(
-            base,
-            train,
-            test,
-            modality,
-            standard.with_settings(method="head", mode="static"),
-            settings,
-            "paper head, ce, static",
-        ),
-    ]
+    rows: list[dict] = []
+
+    def measure(recipe: CalibrationRecipe, label: str) -> dict:
+        row = _train_and_measure(base, train, test, modality, recipe, settings, label)
+        rows.append(row)
+        _save_rows(arguments, rows, complete=False)  # an interrupted run keeps the rows it measured
+        return row
+
+    measure(shipped, f"recipe {shipped.name}")
+    measure(standard, "standard (purifier+lora, 4 epochs)")
+    measure(standard.with_settings(method="lora"), "lora alone, 4 epochs")
+    measure(standard.with_settings(method="head", mode="static"), "paper head, ce, static")
     fine_tunes = {
         "TeCoA": {"method": "finetune", "objective": "ce", "learning_rate": 2e-4},
         "FARE": {"method": "finetune", "objective": "l2", "reg": 0.0, "learning_rate": 2e-4},
@@ -247,11 +243,7 @@ def pareto(arguments: argparse.Namespace) -> None:
     for name, changes in fine_tunes.items():
         best = None
         for epochs in (int(e) for e in arguments.ladder.split(",")):
-            recipe = standard.with_settings(**changes, epochs=epochs)
-            row = _train_and_measure(
-                base, train, test, modality, recipe, settings, f"full fine-tune {name}, {epochs} ep"
-            )
-            rows.append(row)
+            row = measure(standard.with_settings(**changes, epochs=epochs), f"full fine-tune {name}, {epochs} ep")
             robust = 100 * row["after"]["robust_top1"]
             if best is not None and robust - best < arguments.converged:
                 row["converged"] = True  # one more doubling bought less than --converged points
@@ -287,18 +279,24 @@ def pareto(arguments: argparse.Namespace) -> None:
         f"{best_fine['train_seconds']:.0f} s; time ratio {first['train_seconds'] / best_fine['train_seconds']:.2f} "
         "(target: robust >= full fine-tune's at <= 1/3 of its time)"
     )
-    if arguments.json:
-        arguments.json.write_text(
-            json.dumps(
-                {
-                    "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
-                    "rows": rows,
-                },
-                indent=2,
-            )
-        )
+    _save_rows(arguments, rows, complete=True)
     if arguments.plot:
         _plot(rows, arguments.plot, modality)
+
+
+def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool) -> None:
+    """Write the rows so far to ``--json`` (by rename, so a reader never sees half a file)."""
+    if not arguments.json:
+        return
+    document = {
+        "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
+        "threads": {"torch": torch.get_num_threads(), "omp_wait_policy": wait_policy()},
+        "complete": complete,
+        "rows": rows,
+    }
+    partial = arguments.json.with_name(arguments.json.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2))
+    partial.replace(arguments.json)
 
 
 def _mark_front(rows: list[dict]) -> None:

@@ -250,41 +250,96 @@ def pareto(arguments: argparse.Namespace) -> None:
                 break
             best = robust if best is None else max(best, robust)
     _mark_front(rows)
+    header = (
+        f"{modality.value}, {{norm}} eps {{eps255:.0f}}/255 (abs {{eps_abs:.4g}}), {{attack}} ensemble {{steps}} steps "
+        f"+ Square {{square_queries}}, n={{n}} test samples, {len(train.data[modality])} train samples, "
+        f"{torch.get_num_threads()} threads; wall {time.perf_counter() - started:.0f} s"
+    )
+    _save_rows(arguments, rows, complete=True, header=header)
+    _print_pareto(rows, header)
+    if arguments.plot:
+        _plot(rows, arguments.plot, modality)
+
+
+def pareto_render(arguments: argparse.Namespace) -> None:
+    """The table, the verdict and (with ``--plot``) the plot again, from a finished run's ``--json``."""
+    document = json.loads(arguments.file.read_text())
+    if not document.get("complete"):
+        sys.exit(f"error: {arguments.file} is from a run that did not finish; fix: run pareto again")
+    _print_pareto(document["rows"], document["header"])
+    if arguments.plot:
+        _plot(document["rows"], arguments.plot, Modality.parse(document["arguments"]["modality"]))
+
+
+def _print_pareto(rows: list[dict], header: str) -> None:
     first = rows[0]
     print(
-        f"{modality.value}, {first['norm']} eps {first['eps'] * 255:.0f}/255 (abs {first['eps_abs']:.4g}), "
-        f"{first['attack']} ensemble {first['steps']} steps + Square {first['square_queries']}, "
-        f"n={first['n']} test samples, {len(train.data[modality])} train samples, "
-        f"{torch.get_num_threads()} threads; wall {time.perf_counter() - started:.0f} s\n"
+        header.format(
+            norm=first["norm"],
+            eps255=first["eps"] * 255,
+            eps_abs=first["eps_abs"],
+            attack=first["attack"],
+            steps=first["steps"],
+            square_queries=first["square_queries"],
+            n=first["n"],
+        )
+        + "\n"
     )
     print(
         "| variant | epochs | trainable (% of encoder) | train s | clean | adaptive | adaptive top-5 | on the front | flags |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---|---|")
+    fine = [r for r in rows if r["variant"].startswith("full fine-tune")]
+    ladders = [r["variant"].rsplit(",", 1)[0] for r in fine]  # "full fine-tune FARE"
+    ended = {id(r) for k, r in enumerate(fine) if k + 1 == len(fine) or ladders[k + 1] != ladders[k]}
     for row in rows:
         after = row["after"]
         mark = "yes" if row["front"] else ""
-        converged = " (converged)" if row.get("converged") else ""
+        if row.get("converged"):
+            state = " (converged)"
+        elif id(row) in ended:
+            state = " (ladder ended, not converged)"
+        else:
+            state = ""
         print(
-            f"| {row['variant']}{converged} | {row['epochs']} | {row['trainable_parameters']:,} "
+            f"| {row['variant']}{state} | {row['epochs']} | {row['trainable_parameters']:,} "
             f"({100 * row['trainable_fraction']:.2f}%) | {row['train_seconds']:.0f} | {_percent(after['clean_top1'])} "
             f"| {_percent(after['robust_top1'])} | {_percent(after['robust_top5'])} | {mark} "
             f"| {', '.join(row['flags']) or 'ok'} |"
         )
-    fine = [r for r in rows if r["variant"].startswith("full fine-tune")]
-    best_fine = max(fine, key=lambda r: r["after"]["robust_top1"])
-    print(
-        f"\nrecipe {shipped.name}: adaptive {_percent(first['after']['robust_top1'])} in {first['train_seconds']:.0f} s; "
-        f"best full fine-tune ({best_fine['variant']}): {_percent(best_fine['after']['robust_top1'])} in "
-        f"{best_fine['train_seconds']:.0f} s; time ratio {first['train_seconds'] / best_fine['train_seconds']:.2f} "
-        "(target: robust >= full fine-tune's at <= 1/3 of its time)"
-    )
-    _save_rows(arguments, rows, complete=True)
-    if arguments.plot:
-        _plot(rows, arguments.plot, modality)
+    print()
+    for line in _pareto_verdict(first, fine):
+        print(line)
 
 
-def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool) -> None:
+def _pareto_verdict(recipe: dict, fine: list[dict]) -> list[str]:
+    """The target: the recipe at least as robust as full fine-tuning at no more than 1/3 of its time."""
+    robust, seconds = recipe["after"]["robust_top1"], recipe["train_seconds"]
+    best = max(fine, key=lambda r: (r["after"]["robust_top1"], -r["train_seconds"]))
+    lines = [
+        f"{recipe['variant']}: adaptive {_percent(robust)} in {seconds:.0f} s; most robust full fine-tune: "
+        f"{best['variant']}, {_percent(best['after']['robust_top1'])} in {best['train_seconds']:.0f} s"
+        + ("" if best.get("converged") else " (not converged)")
+    ]
+    if robust >= best["after"]["robust_top1"]:
+        ratio = seconds / best["train_seconds"]
+        verdict = "met" if ratio <= 1 / 3 else "not met"
+        lines.append(f"target (as robust, <= 1/3 of its time): time ratio {ratio:.2f}, {verdict}")
+    else:
+        gap = 100 * (best["after"]["robust_top1"] - robust)
+        lines.append(f"target (as robust, <= 1/3 of its time): not met, the recipe is {gap:.1f} points less robust")
+    matched = [r for r in fine if r["after"]["robust_top1"] >= robust]
+    if matched:
+        first = min(matched, key=lambda r: r["train_seconds"])
+        lines.append(
+            f"the quickest full fine-tune at least as robust as the recipe: {first['variant']}, "
+            f"{_percent(first['after']['robust_top1'])} in {first['train_seconds']:.0f} s; the recipe takes "
+            f"{seconds / first['train_seconds']:.2f} of that time"
+        )
+    return lines
+
+
+def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool, header: str = "") -> None:
     """Write the rows so far to ``--json`` (by rename, so a reader never sees half a file)."""
     if not arguments.json:
         return
@@ -292,6 +347,7 @@ def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool) 
         "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
         "threads": {"torch": torch.get_num_threads(), "omp_wait_policy": wait_policy()},
         "complete": complete,
+        "header": header,
         "rows": rows,
     }
     partial = arguments.json.with_name(arguments.json.name + ".partial")
@@ -432,11 +488,16 @@ def main() -> None:
     front.add_argument("--converged", type=float, default=2.0, help="points; stop the ladder below this gain")
     front.add_argument("--plot", type=Path, default=None, help="write the robust-vs-time plot here (PNG)")
     front.add_argument("--json", type=Path, default=None, help="write the rows here")
+    again = commands.add_parser("pareto-render")
+    again.add_argument("file", type=Path, help="a finished pareto run's --json")
+    again.add_argument("--plot", type=Path, default=None, help="write the robust-vs-time plot here (PNG)")
     evidence = commands.add_parser("budget")
     evidence.add_argument("--n", type=int, default=200, help="test samples of each")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    {"compare": compare, "time-all": time_all, "pareto": pareto, "budget": budget}[arguments.command](arguments)
+    {"compare": compare, "time-all": time_all, "pareto": pareto, "pareto-render": pareto_render, "budget": budget}[
+        arguments.command
+    ](arguments)
 
 
 if __name__ == "__main__":

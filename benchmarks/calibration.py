@@ -32,6 +32,7 @@ choose_wait_policy()  # before torch loads; see benchmarks/README.md ("Threads")
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -375,10 +376,14 @@ def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    placed: list[tuple[float, float]] = []
     for row in rows:
         x, y = row["train_seconds"], 100 * row["after"]["robust_top1"]
         axes.scatter(x, y, s=40, marker="o" if row["front"] else "x", color="C0" if row["front"] else "C3")
-        axes.annotate(row["variant"], (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # a label near an earlier one (within a tenth of a decade and 3 points) goes below its point
+        crowded = any(abs(math.log10(x / px)) < 0.1 and abs(y - py) < 3 for px, py in placed)
+        placed.append((x, y))
+        axes.annotate(row["variant"], (x, y), fontsize=7, xytext=(4, -9 if crowded else 3), textcoords="offset points")
     front = sorted((r for r in rows if r["front"]), key=lambda r: r["train_seconds"])
     axes.plot([r["train_seconds"] for r in front], [100 * r["after"]["robust_top1"] for r in front], color="C0", lw=1)
     first = rows[0]

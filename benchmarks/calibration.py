@@ -251,9 +251,11 @@ def pareto(arguments: argparse.Namespace) -> None:
                 break
             best = robust if best is None else max(best, robust)
     _mark_front(rows)
+    first = rows[0]
     header = (
-        f"{modality.value}, {{norm}} eps {{eps255:.0f}}/255 (abs {{eps_abs:.4g}}), {{attack}} ensemble {{steps}} steps "
-        f"+ Square {{square_queries}}, n={{n}} test samples, {len(train.data[modality])} train samples, "
+        f"{modality.value}, {first['norm']} eps {first['eps'] * 255:.0f}/255 (abs {first['eps_abs']:.4g}), "
+        f"{first['attack']} ensemble {first['steps']} steps + Square {first['square_queries']}, "
+        f"n={first['n']} test samples, {len(train.data[modality])} train samples, "
         f"{torch.get_num_threads()} threads; wall {time.perf_counter() - started:.0f} s"
     )
     _save_rows(arguments, rows, complete=True, header=header)
@@ -264,28 +266,21 @@ def pareto(arguments: argparse.Namespace) -> None:
 
 def pareto_render(arguments: argparse.Namespace) -> None:
     """The table, the verdict and (with ``--plot``) the plot again, from a finished run's ``--json``."""
-    document = json.loads(arguments.file.read_text())
+    try:
+        document = json.loads(arguments.file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"error: cannot read {arguments.file} ({error}); fix: give the --json of a pareto run", file=sys.stderr)
+        sys.exit(2)
     if not document.get("complete"):
-        sys.exit(f"error: {arguments.file} is from a run that did not finish; fix: run pareto again")
+        print(f"error: {arguments.file} is from a run that did not finish; fix: run pareto again", file=sys.stderr)
+        sys.exit(2)
     _print_pareto(document["rows"], document["header"])
     if arguments.plot:
         _plot(document["rows"], arguments.plot, Modality.parse(document["arguments"]["modality"]))
 
 
 def _print_pareto(rows: list[dict], header: str) -> None:
-    first = rows[0]
-    print(
-        header.format(
-            norm=first["norm"],
-            eps255=first["eps"] * 255,
-            eps_abs=first["eps_abs"],
-            attack=first["attack"],
-            steps=first["steps"],
-            square_queries=first["square_queries"],
-            n=first["n"],
-        )
-        + "\n"
-    )
+    print(header + "\n")
     print(
         "| variant | epochs | trainable (% of encoder) | train s | clean | adaptive | adaptive top-5 | on the front | flags |"
     )
@@ -309,7 +304,7 @@ def _print_pareto(rows: list[dict], header: str) -> None:
             f"| {', '.join(row['flags']) or 'ok'} |"
         )
     print()
-    for line in _pareto_verdict(first, fine):
+    for line in _pareto_verdict(rows[0], fine):
         print(line)
 
 

@@ -214,7 +214,21 @@ def _train_and_measure(base, train, test, modality, recipe, settings, label) -> 
     return row | {"variant": label, "train_seconds": seconds, "epochs": recipe.for_modality(modality).total_epochs}
 
 
+# full adversarial fine-tuning of the tower: TeCoA (CE on the centers), FARE (label-free embedding L2)
+FINE_TUNES = {
+    "TeCoA": {"method": "finetune", "objective": "ce", "learning_rate": 2e-4},
+    "FARE": {"method": "finetune", "objective": "l2", "reg": 0.0, "learning_rate": 2e-4},
+}
+
+
 def pareto(arguments: argparse.Namespace) -> None:
+    unknown = sorted(set(arguments.fine_tunes.split(",")) - set(FINE_TUNES))
+    if unknown:
+        print(
+            f"error: unknown --fine-tunes {', '.join(unknown)}; fix: choose from {', '.join(FINE_TUNES)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     modality = Modality.parse(arguments.modality)
     base = create_encoder("tinybind")
     train = load_dataset("builtin", split="train", modalities=[modality], limit=arguments.limit)
@@ -234,14 +248,12 @@ def pareto(arguments: argparse.Namespace) -> None:
         return row
 
     measure(shipped, f"recipe {shipped.name}")
-    measure(standard, "standard (purifier+lora, 4 epochs)")
-    measure(standard.with_settings(method="lora"), "lora alone, 4 epochs")
-    measure(standard.with_settings(method="head", mode="static"), "paper head, ce, static")
-    fine_tunes = {
-        "TeCoA": {"method": "finetune", "objective": "ce", "learning_rate": 2e-4},
-        "FARE": {"method": "finetune", "objective": "l2", "reg": 0.0, "learning_rate": 2e-4},
-    }
-    for name, changes in fine_tunes.items():
+    if arguments.baselines:
+        measure(standard, "standard (purifier+lora, 4 epochs)")
+        measure(standard.with_settings(method="lora"), "lora alone, 4 epochs")
+        measure(standard.with_settings(method="head", mode="static"), "paper head, ce, static")
+    for name in arguments.fine_tunes.split(","):
+        changes = FINE_TUNES[name]
         best = None
         for epochs in (int(e) for e in arguments.ladder.split(",")):
             row = measure(standard.with_settings(**changes, epochs=epochs), f"full fine-tune {name}, {epochs} ep")
@@ -485,6 +497,13 @@ def main() -> None:
     front.add_argument("--steps", type=int, default=20)
     front.add_argument("--square-queries", type=int, default=200)
     front.add_argument("--ladder", default="4,8,16", help="full fine-tuning epochs tried, in order")
+    front.add_argument("--fine-tunes", default="TeCoA,FARE", help="the full fine-tuning objectives laddered")
+    front.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure standard, LoRA alone and the paper head (--no-baselines: the recipe against fine-tuning)",
+    )
     front.add_argument("--converged", type=float, default=2.0, help="points; stop the ladder below this gain")
     front.add_argument("--plot", type=Path, default=None, help="write the robust-vs-time plot here (PNG)")
     front.add_argument("--json", type=Path, default=None, help="write the rows here")

@@ -67,6 +67,15 @@ def test_list_recipes_prints_every_shipped_recipe() -> None:
         assert name in result.output
 
 
+def test_list_recipes_gives_the_epochs_of_a_modality_whose_phases_differ() -> None:
+    recipe = load_recipe("calmars")
+    image = recipe.for_modality(Modality.IMAGE).total_epochs
+    assert image != recipe.total_epochs  # calmars trains image's last phase longer
+    result = CliRunner().invoke(app, ["calibrate", "--list-recipes"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"{recipe.total_epochs} (image: {image};" in result.output
+
+
 def test_unknown_recipe_and_bad_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'calmars'"):
         load_recipe("calmar")

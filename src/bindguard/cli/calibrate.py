@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from bindguard import distributed
+from bindguard._types import Modality
 from bindguard.cli.options import CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.tables import terminal_tables
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
@@ -150,7 +151,12 @@ def show_recipes() -> None:
         phases = ", ".join(f"{p.name} ({p.objective}, {p.eps}, {p.attack_steps} steps)" for p in recipe.schedule())
         overrides = "; ".join(f"{m}: {', '.join(sorted(o))}" for m, o in recipe.modalities.items())
         method = recipe.method + (f" (per modality: {overrides})" if overrides else "")
-        table.add_row(name, phases, method, recipe.objectives, str(recipe.total_epochs), str(path))
+        epochs = str(recipe.total_epochs)
+        differing = {m: recipe.for_modality(Modality(m)).total_epochs for m in recipe.modalities}
+        differing = {m: e for m, e in differing.items() if e != recipe.total_epochs}
+        if differing:
+            epochs += f" ({'; '.join(f'{m}: {e}' for m, e in differing.items())})"
+        table.add_row(name, phases, method, recipe.objectives, epochs, str(path))
         table.add_row("", describe_recipe(path), "", "", "", "", style="dim")
     output.print(table)
 

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from bindguard import distributed
-from bindguard._types import Modality
 from bindguard.cli.options import CheckpointOption, DeviceOption, JsonOption, QuietOption
 from bindguard.cli.tables import terminal_tables
 from bindguard.cli.terminal import console, output, progress_bars, user_errors
@@ -141,6 +140,7 @@ def show_recipes() -> None:
     """A table of the shipped recipes: name, phases, parts and objectives, file."""
     from rich.table import Table
 
+    from bindguard._types import Modality
     from bindguard.training.recipe import describe_recipe, read_recipe_file, shipped_recipes
 
     table = Table(title="calibration recipes (bindguard calibrate --recipe NAME, or a JSON file of the same form)")

@@ -395,6 +395,7 @@ def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
     axes.plot([r["train_seconds"] for r in front], [100 * r["after"]["robust_top1"] for r in front], color="C0", lw=1)
     first = rows[0]
     axes.set_xscale("log")
+    axes.margins(x=0.2)  # room for the right-most label
     axes.set_xlabel("training wall time, s (log)")
     axes.set_ylabel("adaptive robust top-1, %")
     axes.set_title(

@@ -88,3 +88,14 @@ def test_the_cli_takes_calibration_shipped(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "calibration@" in (tmp_path / "run" / "results.json").read_text()
+
+
+def test_the_recipe_shown_in_results_gives_each_modality_the_phases_it_trained(shipped) -> None:
+    from bindguard.pipeline.calibrate_job import shown_recipes
+
+    shown = shown_recipes({name: c.config.recipe for name, c in shipped.calibrations.items()})
+    for name, calibration in shipped.calibrations.items():
+        phases = shown.get("modalities", {}).get(name, {}).get("phases", shown["phases"])
+        assert phases == calibration.config.recipe["phases"], name
+    recipe = load_recipe("calmars")
+    assert set(shown["modalities"]) == set(recipe.modalities)  # only the modalities the recipe overrides

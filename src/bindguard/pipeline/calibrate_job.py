@@ -182,7 +182,8 @@ def evaluate_calibration(
         },
         progress=progress,
     )
-    recipe = next(iter(calibrated.calibrations.values())).config.recipe
+    recipes = {modality: c.config.recipe for modality, c in calibrated.calibrations.items()}
+    recipe = next(iter(recipes.values()))
     results = Results.new(
         model=calibrated.name,
         data=data_name(data),
@@ -190,7 +191,7 @@ def evaluate_calibration(
         rows=calibration_rows + [row | {"calibration": source} for row in robust_rows],
         settings={
             "calibration": source,
-            "recipe": _shown_recipe(recipe),
+            "recipe": shown_recipes(recipes),
             "train_limit": recipe.get("n"),
             "evaluation": {"n": n, "steps": steps, "square_queries": square_queries, "checks": checks},
             "model_identity": calibrated.identity,
@@ -207,6 +208,20 @@ def evaluate_calibration(
 
 
 _RECIPE_FIELDS = tuple(asdict(CalibrationRecipe()))
+
+
+def shown_recipes(recipes: dict[str, dict]) -> dict:
+    """Each modality's recipe as one: the settings most modalities share, and under ``modalities``
+    the fields where a modality's differ (a per-modality override, e.g. longer phases)."""
+    shown = {modality: _shown_recipe(recipe) for modality, recipe in recipes.items()}
+    values = list(shown.values())
+    common = max(values, key=values.count)
+    differences = {}
+    for modality, recipe in shown.items():
+        changed = {k: recipe.get(k) for k in sorted(set(recipe) | set(common)) if recipe.get(k) != common.get(k)}
+        if changed:
+            differences[modality] = changed
+    return {k: v for k, v in common.items() if k != "modalities"} | ({"modalities": differences} if differences else {})
 
 
 def _shown_recipe(recipe: dict) -> dict:

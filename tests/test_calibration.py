@@ -439,3 +439,25 @@ def test_transfer_attacks_go_on_only_where_the_uncalibrated_encoder_still_withst
     standing = first[(top1 & clean[0][first]) | (top5 & clean[1][first])]
     assert 0 < standing.numel() < first.numel(), "the case should have samples that fall and samples that stand"
     assert len(calls) == 2 and torch.equal(calls[1][0], standing)
+
+
+@pytest.mark.parametrize(("method", "mode"), [("lora+head", "adaptive"), ("head", "static")])
+@pytest.mark.parametrize("reg", [0.0, 1.0])
+def test_training_embeds_the_clean_inputs_only_when_the_loss_uses_them(
+    tinybind, test_benchmark, monkeypatch, method: str, mode: str, reg: float
+) -> None:
+    from bindguard.training import calibrate as training
+
+    sizes: list[int] = []
+    forward = training._Embedder.forward
+
+    def counted(self, inputs, head_only=False):
+        sizes.append(len(inputs))
+        return forward(self, inputs, head_only)
+
+    monkeypatch.setattr(training._Embedder, "forward", counted)
+    recipe = CalibrationRecipe(**(QUICK | {"method": method, "mode": mode}), objective="l2", reg=reg)
+    outcome = _train(tinybind, test_benchmark, recipe)
+    assert all(torch.isfinite(torch.tensor(outcome.losses)))
+    # 48 samples in batches of 16: FARE's loss (l2, reg 0) needs z(x') alone, the regulariser z(x) too
+    assert sizes == [16 * (2 if reg else 1)] * 6

@@ -36,14 +36,14 @@ class CalibrationBatch:
 
     Attributes:
         adversarial: (B, D) z(x'), or None for the ``clean`` objective.
-        clean: (B, D) z(x).
+        clean: (B, D) z(x), or None where the loss does not use it (``reg`` 0 and an adversarial objective).
         frozen: (B, D) f(x).
         centers: (C, D) semantic centers.
         labels: (B,) classes.
     """
 
     adversarial: torch.Tensor | None
-    clean: torch.Tensor
+    clean: torch.Tensor | None
     frozen: torch.Tensor
     centers: torch.Tensor
     labels: torch.Tensor

@@ -407,6 +407,9 @@ def _train_phase(
         # the head is the only trainable part and its inputs never change: embed them once
         with torch.no_grad():
             features = (_raw_embed(base, modality, cached) if cached is not None else None, raw_clean)
+    # the clean embedding z(x) enters the loss only through the clean objective or the regulariser:
+    # without them, embedding the clean half of the batch would only slow training (FARE runs reg 0)
+    with_clean = examples is None or phase.reg != 0
     phase_steps = phase.epochs * steps_per_epoch
     for epoch in epochs:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(recipe.seed * 7919 + epoch))
@@ -421,10 +424,11 @@ def _train_phase(
             batch_x, batch_labels, batch_frozen = x[index].to(device), labels[index].to(device), frozen[index]
             if features is not None:
                 adversarial_raw, clean_raw = features
-                pieces = [clean_raw[index]] + ([adversarial_raw[index]] if adversarial_raw is not None else [])
+                pieces = [clean_raw[index]] if with_clean else []
+                pieces += [adversarial_raw[index]] if adversarial_raw is not None else []
                 embedded = embedder(torch.cat(pieces), head_only=True)
             else:
-                inputs = [batch_x]
+                inputs = [batch_x] if with_clean else []
                 if cached is not None:
                     inputs.append(cached[index].to(device))
                 elif examples == "noise":
@@ -438,8 +442,8 @@ def _train_phase(
                     inputs.append(attack.run(model, modality, batch_x, context).adversarial)
                     _train_only(calibration, phase.train)
                 embedded = embedder(torch.cat(inputs))
-            clean = embedded[: len(index)]
-            adversarial = embedded[len(index) :] if examples is not None else None
+            clean = embedded[: len(index)] if with_clean else None
+            adversarial = embedded[len(index) if with_clean else 0 :] if examples is not None else None
             loss = calibration_loss(
                 phase.objective,
                 CalibrationBatch(adversarial, clean, batch_frozen, centers, batch_labels),

@@ -99,3 +99,13 @@ def test_the_recipe_shown_in_results_gives_each_modality_the_phases_it_trained(s
         assert phases == calibration.config.recipe["phases"], name
     recipe = load_recipe("calmars")
     assert set(shown["modalities"]) == set(recipe.modalities)  # only the modalities the recipe overrides
+    # a flat setting shows where a phase inherits it, and not where every phase sets its own
+    for name, calibration in shipped.calibrations.items():
+        trained = calibration.config.recipe
+        inherited = shown | shown.get("modalities", {}).get(name, {})
+        for field in ("learning_rate", "reg", "mode", "epochs", "eps"):
+            if all(field in phase for phase in trained["phases"]):
+                assert field not in inherited, (name, field)
+            else:
+                assert inherited[field] == trained[field], (name, field)
+    assert shown["modalities"]["point"]["learning_rate"] == 0.001  # point's phase trains at its own rate

@@ -218,15 +218,19 @@ def shown_recipes(recipes: dict[str, dict]) -> dict:
     common = max(values, key=values.count)
     differences = {}
     for modality, recipe in shown.items():
-        changed = {k: recipe.get(k) for k in sorted(set(recipe) | set(common)) if recipe.get(k) != common.get(k)}
+        # a field the modality's phases all set is absent from it, not a difference (its phases show it)
+        changed = {k: recipe[k] for k in sorted(recipe) if recipe[k] != common.get(k)}
         if changed:
             differences[modality] = changed
     return {k: v for k, v in common.items() if k != "modalities"} | ({"modalities": differences} if differences else {})
 
 
 def _shown_recipe(recipe: dict) -> dict:
-    """The recipe's fields; with phases, the flat settings the phases override are left out (they would mislead)."""
+    """The recipe's fields; with phases, a flat setting that every phase overrides is left out (it would
+    mislead), and one that some phase inherits stays (the phase trains with it)."""
     shown = {k: v for k, v in recipe.items() if k in _RECIPE_FIELDS}
-    if shown.get("phases"):
-        shown = {k: v for k, v in shown.items() if k not in PHASE_FIELDS or k == "name"}
+    phases = shown.get("phases") or []
+    if phases:
+        overridden = {k for k in PHASE_FIELDS if k != "name" and all(k in phase for phase in phases)}
+        shown = {k: v for k, v in shown.items() if k not in overridden}
     return shown

@@ -13,6 +13,9 @@ ratio to full adversarial fine-tuning (target: static calibration <= 1/10 of it)
 attack budget: a shipped recipe, LoRA alone, the paper's head, and full adversarial fine-tuning of
 the tower (TeCoA and FARE) trained to convergence: 4, 8, 16, ... epochs until one more doubling
 gains under ``--converged`` points. Prints a table with the non-dominated rows marked, and a plot.
+With ``--json``, the same command run again resumes an interrupted run: the rows it measured are
+kept, and the rung it was training resumes from its last finished epoch (a checkpoint in
+``<json>.checkpoints/``), its train seconds those of every run that trained it.
 ``budget``: what an Linf budget of 1/255, 2/255 and 4/255 means for the built-in audio and point
 clouds, measured on the test split: the speech-to-perturbation power ratio, the share of
 spectrogram bins a perturbation can match, and a point's displacement against the spacing of the
@@ -39,6 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -196,12 +200,13 @@ def time_all(arguments: argparse.Namespace) -> None:
     print(f"| all six | | {total:.0f} ({total / 60:.1f} min; target < 15 min) |")
 
 
-def _train_and_measure(base, train, test, modality, recipe, settings, label) -> dict:
+def _train_and_measure(base, train, test, modality, recipe, settings, label, checkpoint=None) -> dict:
+    """Train ``recipe`` and measure it; with ``checkpoint``, training resumes from it and its
+    seconds are those of every run that trained it (the checkpoint carries the earlier runs' time)."""
     data = train.data[modality]
     centers = semantic_centers(base, train.class_names, train.templates[modality])
-    started = time.perf_counter()
-    outcome = calibrate_modality(base, modality, data.inputs, data.labels, centers, recipe)
-    seconds = time.perf_counter() - started
+    outcome = calibrate_modality(base, modality, data.inputs, data.labels, centers, recipe, checkpoint=checkpoint)
+    seconds = outcome.seconds
     calibrated = CalibratedEncoder(base, {modality: outcome.calibration})
     rows, _ = evaluate_calibration(base, calibrated, test, recipe.threat, settings=settings, modalities=[modality])
     row = rows[0]
@@ -229,6 +234,7 @@ def pareto(arguments: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    earlier, wall_before = _unfinished(arguments)  # an interrupted run's rows, measured, are not measured again
     modality = Modality.parse(arguments.modality)
     base = create_encoder("tinybind")
     train = load_dataset("builtin", split="train", modalities=[modality], limit=arguments.limit)
@@ -240,11 +246,20 @@ def pareto(arguments: argparse.Namespace) -> None:
     standard = load_recipe("standard")
     started = time.perf_counter()
     rows: list[dict] = []
+    checkpoints = arguments.json.with_name(arguments.json.name + ".checkpoints") if arguments.json else None
 
     def measure(recipe: CalibrationRecipe, label: str) -> dict:
-        row = _train_and_measure(base, train, test, modality, recipe, settings, label)
+        if label in earlier:
+            rows.append(earlier[label])
+            print(f"  {label}: kept from the interrupted run in {arguments.json}", file=sys.stderr, flush=True)
+            return earlier[label]
+        checkpoint = checkpoints / (_slug(label) + ".safetensors") if checkpoints else None
+        row = _train_and_measure(base, train, test, modality, recipe, settings, label, checkpoint)
         rows.append(row)
+        arguments.wall_seconds = wall_before + time.perf_counter() - started
         _save_rows(arguments, rows, complete=False)  # an interrupted run keeps the rows it measured
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)  # the row holds what it measured
         return row
 
     measure(shipped, f"recipe {shipped.name}")
@@ -268,9 +283,12 @@ def pareto(arguments: argparse.Namespace) -> None:
         f"{modality.value}, {first['norm']} eps {first['eps'] * 255:.0f}/255 (abs {first['eps_abs']:.4g}), "
         f"{first['attack']} ensemble {first['steps']} steps + Square {first['square_queries']}, "
         f"n={first['n']} test samples, {len(train.data[modality])} train samples, "
-        f"{torch.get_num_threads()} threads; wall {time.perf_counter() - started:.0f} s"
+        f"{torch.get_num_threads()} threads; wall {wall_before + time.perf_counter() - started:.0f} s"
+        + (" over several runs (resumed)" if earlier or wall_before else "")
     )
     _save_rows(arguments, rows, complete=True, header=header)
+    if checkpoints is not None and checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
     _print_pareto(rows, header)
     if arguments.plot:
         _plot(rows, arguments.plot, modality)
@@ -347,12 +365,47 @@ def _pareto_verdict(recipe: dict, fine: list[dict]) -> list[str]:
     return lines
 
 
+# the pareto arguments that decide what a row measures: an interrupted run resumes only under the same ones
+_MEASURED = ("threads", "modality", "recipe", "limit", "n", "steps", "square_queries", "ladder", "fine_tunes")
+
+
+def _unfinished(arguments: argparse.Namespace) -> tuple[dict[str, dict], float]:
+    """The rows, by variant, and the wall seconds of an interrupted run of the same command in ``--json``."""
+    if not arguments.json or not arguments.json.is_file():
+        return {}, 0.0
+    try:
+        document = json.loads(arguments.json.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        _refuse(f"cannot read {arguments.json} ({error})", "delete it or choose another --json")
+    if document.get("complete"):
+        return {}, 0.0  # a finished run: this one measures anew and replaces it
+    saved = document.get("arguments", {})
+    changed = [name for name in _MEASURED if saved.get(name) != getattr(arguments, name)]
+    if changed:
+        _refuse(
+            f"{arguments.json} holds an interrupted run with other arguments (changed: {', '.join(changed)})",
+            "rerun it with the same arguments to resume it, or choose another --json",
+        )
+    return {row["variant"]: row for row in document["rows"]}, float(document.get("wall_seconds") or 0.0)
+
+
+def _refuse(what: str, fix: str) -> NoReturn:
+    print(f"error: {what}; fix: {fix}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _slug(label: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
+
+
 def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool, header: str = "") -> None:
     """Write the rows so far to ``--json`` (by rename, so a reader never sees half a file)."""
     if not arguments.json:
         return
     document = {
-        "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
+        "arguments": {k: v for k, v in vars(arguments).items() if k != "wall_seconds"}
+        | {"plot": str(arguments.plot), "json": str(arguments.json)},
+        "wall_seconds": getattr(arguments, "wall_seconds", None),
         "threads": {"torch": torch.get_num_threads(), "omp_wait_policy": wait_policy()},
         "complete": complete,
         "header": header,

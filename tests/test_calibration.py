@@ -132,6 +132,33 @@ def test_interrupted_training_resumes_to_the_same_result(tinybind, test_benchmar
         _train(tinybind, test_benchmark, CalibrationRecipe(mode=mode, **(QUICK | {"epochs": 3})), checkpoint=checkpoint)
 
 
+def test_training_time_adds_up_over_an_interruption(tinybind, test_benchmark, tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from bindguard.training import calibrate as training
+
+    clock = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def ticking(stop_at: int | None = None):
+        def progress(stage: str, done: int, total: int) -> None:
+            clock[0] += 1.0  # one second per training step, and one for the closing report
+            if done == stop_at:
+                raise KeyboardInterrupt
+
+        return progress
+
+    recipe = CalibrationRecipe(mode="adaptive", **QUICK)
+    whole = _train(tinybind, test_benchmark, recipe, progress=ticking())
+    checkpoint = tmp_path / "point.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint, progress=ticking(stop_at=4))
+    clock[0] = 1000.0  # another process, another clock: the checkpoint carries the first epoch's 3 s
+    resumed = _train(tinybind, test_benchmark, recipe, checkpoint=checkpoint, progress=ticking())
+    assert whole.seconds == resumed.seconds == 7.0  # 6 steps + the closing report, as one run
+    assert resumed.calibration.config.recipe["train_seconds"] == 7.0
+
+
 @pytest.fixture(scope="module")
 def saved(tinybind, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("calibration")

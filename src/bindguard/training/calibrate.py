@@ -178,7 +178,9 @@ def _save_checkpoint(
     epoch: int,
     recipe: dict,
     losses: list[float],
+    seconds: float,
 ) -> None:
+    """``seconds``: training time up to the end of ``epoch``, over every run that trained it."""
     state = optimizer.state_dict()
     tensors = {f"calibration.{k}": v.detach().contiguous() for k, v in calibration.state_dict().items()}
     for index, values in state["state"].items():
@@ -189,14 +191,17 @@ def _save_checkpoint(
         "recipe": json.dumps(recipe, sort_keys=True),
         "param_groups": json.dumps(state["param_groups"]),
         "losses": json.dumps(losses),
+        "seconds": repr(float(seconds)),
     }
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def _load_checkpoint(
     path: Path, calibration: Calibration, optimizer: torch.optim.Optimizer, recipe: dict, total_epochs: int
-) -> tuple[int, list[float]]:
-    """Restore a checkpoint; returns (epochs done, losses so far).
+) -> tuple[int, list[float], float]:
+    """Restore a checkpoint; returns (epochs done, losses so far, training seconds so far).
+
+    A checkpoint written before checkpoints recorded their time counts as 0 seconds, with a warning.
 
     Raises:
         DataError: for a corrupt or foreign file, missing metadata, non-finite tensors.
@@ -216,6 +221,7 @@ def _load_checkpoint(
         saved_recipe = json.loads(metadata["recipe"])
         epoch, losses = int(metadata["epoch"]), json.loads(metadata["losses"])
         groups = json.loads(metadata["param_groups"])
+        seconds = float(metadata.get("seconds", "0"))
     except (KeyError, ValueError, TypeError) as error:
         raise DataError(f"calibration checkpoint {path} has missing or malformed metadata ({error}); {fix}") from None
     if saved_recipe != json.loads(json.dumps(recipe, sort_keys=True)):
@@ -226,6 +232,10 @@ def _load_checkpoint(
         )
     if not isinstance(losses, list) or not 0 <= epoch <= total_epochs:
         raise DataError(f"calibration checkpoint {path} records an impossible epoch {epoch}; {fix}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise DataError(f"calibration checkpoint {path} records an impossible training time {seconds}; {fix}")
+    if "seconds" not in metadata:
+        logger.warning("%s does not record its training time: train_seconds counts this run's epochs only", path)
     broken = non_finite_tensor(tensors)
     if broken is not None:
         raise DataError(f"calibration checkpoint {path}: tensor {broken!r} is not finite; {fix}")
@@ -241,7 +251,7 @@ def _load_checkpoint(
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
         message = " ".join(str(error).split())[:200]
         raise DataError(f"calibration checkpoint {path} does not fit this calibration ({message}); {fix}") from None
-    return epoch, losses
+    return epoch, losses, seconds
 
 
 def _diverged(
@@ -293,7 +303,8 @@ def calibrate_modality(
         data_fingerprint: ``fingerprint_rows(x, labels)`` when the caller has it (it keys the resume).
 
     Returns:
-        The trained calibration (eval mode, frozen), its wall time and per-epoch mean losses.
+        The trained calibration (eval mode, frozen), its training time (a resumed run adds the time its
+        checkpoint records) and per-epoch mean losses.
     """
     recipe = recipe.for_modality(modality)  # the recipe's overrides for this modality, if any
     phases = recipe.schedule()
@@ -324,9 +335,15 @@ def calibrate_modality(
     raw_clean = _raw_embed(base, modality, x)
     frozen = F.normalize(raw_clean, dim=-1)  # f(x), the frozen clean embeddings
     head_only = calibration.purifier is None and calibration.floor is None and calibration.override is None
-    epochs_done, losses = 0, []
+    epochs_done, losses, earlier = 0, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
-        epochs_done, losses = _load_checkpoint(checkpoint, calibration, optimizer, recipe_record, recipe.total_epochs)
+        epochs_done, losses, earlier = _load_checkpoint(
+            checkpoint, calibration, optimizer, recipe_record, recipe.total_epochs
+        )
+
+    def elapsed() -> float:
+        """Training seconds so far: the earlier runs' finished epochs and this run's time."""
+        return earlier + time.perf_counter() - started
 
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     total = recipe.total_epochs * steps_per_epoch
@@ -337,13 +354,13 @@ def calibrate_modality(
             _train_phase(
                 model, modality, phase, phase_epochs, first_epoch, x, labels, frozen, raw_clean, centers, recipe,
                 optimizer=optimizer, scale=scale, steps_per_epoch=steps_per_epoch, total=total, head_only=head_only,
-                losses=losses, checkpoint=checkpoint, recipe_record=recipe_record, report=report,
+                losses=losses, checkpoint=checkpoint, recipe_record=recipe_record, report=report, elapsed=elapsed,
             )  # fmt: skip
         first_epoch += phase.epochs
     report(f"{modality.value} calibrate", total, total)
     calibration.requires_grad_(False)
     calibration.eval()
-    seconds = time.perf_counter() - started
+    seconds = elapsed()
     trainable = calibration.trainable_parameters()
     calibration.config = CalibrationConfig(
         **(
@@ -380,6 +397,7 @@ def _train_phase(
     checkpoint: Path | None,
     recipe_record: dict,
     report: Progress,
+    elapsed: Callable[[], float],
 ) -> None:
     """Train ``epochs`` (numbered over the whole recipe) of one phase, a checkpoint after each."""
     base, calibration = model.base, model.calibrations[modality.value]
@@ -471,7 +489,7 @@ def _train_phase(
             epoch + 1, recipe.total_epochs, losses[-1],
         )  # fmt: skip
         if checkpoint is not None and world.main:
-            _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses)
+            _save_checkpoint(checkpoint, calibration, optimizer, epoch + 1, recipe_record, losses, elapsed())
 
 
 def calibrate_modalities(

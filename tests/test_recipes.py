@@ -113,6 +113,19 @@ def test_per_modality_overrides_apply_to_that_modality_only() -> None:
     assert recipe.for_modality(Modality.IMAGE).total_epochs == 4
 
 
+def test_a_setting_given_over_a_recipe_applies_to_every_modality() -> None:
+    calmars = load_recipe("calmars")
+    assert calmars.for_modality(Modality.POINT).learning_rate == 0.001  # the file's override
+    faster = calmars.with_settings(learning_rate=0.01)
+    assert all(faster.for_modality(m).learning_rate == 0.01 for m in Modality if m != Modality.TEXT)
+    assert faster.for_modality(Modality.POINT).method == "purifier+finetune"  # the rest of the override stays
+    phases = [{"name": "only", "objective": "ce", "eps": "4/255", "attack_steps": 2, "epochs": 3}]
+    given = calmars.with_settings(phases=phases)
+    assert given.for_modality(Modality.IMAGE).phases == phases  # image's own phases no longer win
+    assert given.for_modality(Modality.IMAGE).total_epochs == 3
+    assert "image" not in given.modalities  # its override held phases alone
+
+
 def test_a_phase_trains_only_the_parts_it_names(tinybind, test_benchmark) -> None:
     recipe = CalibrationRecipe(**(TWO_PHASES | {"phases": TWO_PHASES["phases"][:1]}))
     calibration = _train(tinybind, test_benchmark, recipe).calibration

@@ -200,6 +200,9 @@ class CalibrationRecipe:
     def with_settings(self, **settings: object) -> CalibrationRecipe:
         """This recipe with some flat settings changed (command-line flags over a recipe file).
 
+        A setting given here applies to every modality: it also replaces the recipe's per-modality
+        overrides of that field (``phases=`` replaces image's own phases in ``calmars``).
+
         Raises:
             ConfigError: for a setting that every phase of the recipe sets, where changing the flat
                 default would change nothing (copy and edit the recipe file instead).
@@ -211,7 +214,12 @@ class CalibrationRecipe:
                     f"recipe {self.name!r} sets {name} in each of its phases, so --{name.replace('_', '-')} would "
                     "change nothing; fix: copy its file (bindguard calibrate --list-recipes shows where) and edit it"
                 )
-        return replace(self, **settings)
+        modalities = settings.pop("modalities", self.modalities)
+        modalities = {
+            modality: {k: v for k, v in overrides.items() if k not in settings}
+            for modality, overrides in modalities.items()
+        }
+        return replace(self, **settings, modalities={m: o for m, o in modalities.items() if o})
 
     def to_json(self) -> dict:
         return asdict(self)

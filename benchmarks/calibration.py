@@ -256,8 +256,8 @@ def pareto(arguments: argparse.Namespace) -> None:
         checkpoint = checkpoints / (_slug(label) + ".safetensors") if checkpoints else None
         row = _train_and_measure(base, train, test, modality, recipe, settings, label, checkpoint)
         rows.append(row)
-        arguments.wall_seconds = wall_before + time.perf_counter() - started
-        _save_rows(arguments, rows, complete=False)  # an interrupted run keeps the rows it measured
+        wall = wall_before + time.perf_counter() - started
+        _save_rows(arguments, rows, complete=False, wall=wall)  # an interrupted run keeps the rows it measured
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)  # the row holds what it measured
         return row
@@ -286,7 +286,7 @@ def pareto(arguments: argparse.Namespace) -> None:
         f"{torch.get_num_threads()} threads; wall {wall_before + time.perf_counter() - started:.0f} s"
         + (" over several runs (resumed)" if earlier or wall_before else "")
     )
-    _save_rows(arguments, rows, complete=True, header=header)
+    _save_rows(arguments, rows, complete=True, header=header, wall=wall_before + time.perf_counter() - started)
     if checkpoints is not None and checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
     _print_pareto(rows, header)
@@ -398,14 +398,15 @@ def _slug(label: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
 
 
-def _save_rows(arguments: argparse.Namespace, rows: list[dict], complete: bool, header: str = "") -> None:
+def _save_rows(
+    arguments: argparse.Namespace, rows: list[dict], complete: bool, header: str = "", wall: float | None = None
+) -> None:
     """Write the rows so far to ``--json`` (by rename, so a reader never sees half a file)."""
     if not arguments.json:
         return
     document = {
-        "arguments": {k: v for k, v in vars(arguments).items() if k != "wall_seconds"}
-        | {"plot": str(arguments.plot), "json": str(arguments.json)},
-        "wall_seconds": getattr(arguments, "wall_seconds", None),
+        "arguments": vars(arguments) | {"plot": str(arguments.plot), "json": str(arguments.json)},
+        "wall_seconds": wall,
         "threads": {"torch": torch.get_num_threads(), "omp_wait_policy": wait_policy()},
         "complete": complete,
         "header": header,

@@ -71,6 +71,20 @@ def test_results_file_round_trips_through_typed_rows(tmp_path: Path) -> None:
     assert robust.recall_at_1 == written["rows"][-1]["recall@1"] and robust.attacks == ["apgd-ce", "square"]
 
 
+def test_results_print_as_one_short_line_that_counts_the_rows() -> None:
+    from bindguard.evaluation.rows import row_from_dict
+    from bindguard.pipeline.demo import DemoOutcome, DemoPlan
+
+    clean = {"modality": "image", "task": "zero-shot", "n": 3, "top1": 1.0, "top5": 1.0, "top1_ci95": [0.4, 1.0],
+             "attack": "none", "eps": 0.0}  # fmt: skip
+    results = bindguard.Results(model="tinybind", data="builtin", seed=0, rows=[row_from_dict(clean)] * 300,
+                                settings={"eps": ["4/255"] * 1000})  # fmt: skip
+    assert repr(results) == "Results(model='tinybind', data='builtin', seed=0, rows=[300 clean])"
+    assert repr(bindguard.Results(model="m", data="d", seed=1, rows=[])).endswith("rows=[none])")
+    outcome = DemoOutcome(results, results, Path("out/report.html"), DemoPlan.of(quick=True))
+    assert repr(results) in repr(outcome) and len(repr(outcome)) < 600
+
+
 def test_unknown_keys_survive_a_round_trip() -> None:
     from bindguard.evaluation.rows import row_from_dict
 

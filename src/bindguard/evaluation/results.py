@@ -183,6 +183,12 @@ class Results:
     def calibration(self) -> list[CalibrationRow]:
         return [row for row in self.rows if isinstance(row, CalibrationRow)]
 
+    def __repr__(self) -> str:
+        # A run holds hundreds of rows and their settings; printing them all buries the answer.
+        kinds = {"clean": self.clean, "retrieval": self.retrieval, "robust": self.robust, "calibration": self.calibration}
+        counts = ", ".join(f"{len(rows)} {kind}" for kind, rows in kinds.items() if rows)
+        return f"Results(model={self.model!r}, data={self.data!r}, seed={self.seed}, rows=[{counts or 'none'}])"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,

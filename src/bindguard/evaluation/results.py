@@ -185,7 +185,12 @@ class Results:
 
     def __repr__(self) -> str:
         # A run holds hundreds of rows and their settings; printing them all buries the answer.
-        kinds = {"clean": self.clean, "retrieval": self.retrieval, "robust": self.robust, "calibration": self.calibration}
+        kinds = {
+            "clean": self.clean,
+            "retrieval": self.retrieval,
+            "robust": self.robust,
+            "calibration": self.calibration,
+        }
         counts = ", ".join(f"{len(rows)} {kind}" for kind, rows in kinds.items() if rows)
         return f"Results(model={self.model!r}, data={self.data!r}, seed={self.seed}, rows=[{counts or 'none'}])"
 

@@ -440,7 +440,11 @@ def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
     placed: list[tuple[float, float]] = []
     for row in rows:
         x, y = row["train_seconds"], 100 * row["after"]["robust_top1"]
-        axes.scatter(x, y, s=40, marker="o" if row["front"] else "x", color="C0" if row["front"] else "C3")
+        color = "C0" if row["front"] else "C3"
+        low, high = row["after"]["robust_top1_ci95"]
+        # the 95% interval shows which gaps the sample can tell apart and which are ties
+        axes.errorbar(x, y, yerr=[[y - 100 * low], [100 * high - y]], color=color, lw=1, capsize=3)
+        axes.scatter(x, y, s=40, marker="o" if row["front"] else "x", color=color, zorder=3)
         # a label near an earlier one (within a tenth of a decade and 3 points) goes below its point
         crowded = any(abs(math.log10(x / px)) < 0.1 and abs(y - py) < 3 for px, py in placed)
         placed.append((x, y))
@@ -451,7 +455,8 @@ def _plot(rows: list[dict], path: Path, modality: Modality) -> None:
     axes.set_xscale("log")
     axes.margins(x=0.2)  # room for the right-most label
     axes.set_xlabel("training wall time, s (log)")
-    axes.set_ylabel("adaptive robust top-1, %")
+    axes.set_ylim(0, 100)  # a full axis, so that a gap of two points looks like two points
+    axes.set_ylabel("adaptive robust top-1, % (95% Wilson interval)")
     axes.set_title(
         f"TinyBind {modality.value}, Linf {first['eps'] * 255:.0f}/255, {first['attack']} {first['steps']} steps, "
         f"n={first['n']}",

@@ -54,3 +54,12 @@ def test_wilson_interval_known_values() -> None:
     low, high = wilson_interval(81, 100)
     assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_wilson_interval_of_counts_equals_the_reports_interval_of_the_proportion() -> None:
+    from bindguard.reports.plots import wilson  # the torch-free path the reports draw with
+
+    for successes, total in ((0, 10), (7, 10), (81, 100), (100, 100), (3, 0)):
+        expected = wilson(successes / total if total else 0.0, total)
+        assert wilson_interval(successes, total) == expected
+    assert wilson_interval(3, 0) == (0.0, 1.0)

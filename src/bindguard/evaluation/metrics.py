@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+
+from bindguard._statistics import wilson
 
 
 def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
@@ -31,11 +32,5 @@ def recall_at_k(similarity: torch.Tensor, relevant: torch.Tensor, ks: Sequence[i
 
 
 def wilson_interval(successes: float, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (well behaved near 0 and 1, unlike the normal one)."""
-    if total <= 0:
-        return (0.0, 1.0)
-    proportion = successes / total
-    denominator = 1 + z * z / total
-    centre = (proportion + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(proportion * (1 - proportion) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    """95% Wilson score interval of ``successes`` out of ``total``."""
+    return wilson(successes / total if total > 0 else 0.0, total, z)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bindguard._statistics import wilson
 from bindguard.reports import rows as kinds
 from bindguard.reports.canvas import FLAG, WORST_CASE, render
-from bindguard.reports.rows import format_eps, slug, stage_labels, wilson
+from bindguard.reports.rows import format_eps, slug, stage_labels
 
 # tab10 without its red and grey, which mean "sanity flag" and "worst case" here.
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")

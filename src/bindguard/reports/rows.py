@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from bindguard.errors import DataError
@@ -92,16 +91,6 @@ def format_eps(eps: float, norm: str = "linf") -> str:
 def stage_labels(stages: Iterable[str]) -> list[str]:
     """``after apgd-ce``, ``+ apgd-t``...: each stage's curve is the worst case over it and all before it."""
     return [("after " if index == 0 else "+ ") + name for index, name in enumerate(stages)]
-
-
-def wilson(proportion: float, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval, for points a row gives no interval for (clean accuracy at ε = 0)."""
-    if total <= 0:
-        return (0.0, 1.0)
-    denominator = 1 + z * z / total
-    centre = (proportion + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(proportion * (1 - proportion) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def slug(*parts: object) -> str:

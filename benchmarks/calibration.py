@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from bindguard._types import PERCEPTUAL_MODALITIES, Modality
 from bindguard.attacks import ThreatModel
@@ -253,7 +254,11 @@ def pareto(arguments: argparse.Namespace) -> None:
             rows.append(earlier[label])
             print(f"  {label}: kept from the interrupted run in {arguments.json}", file=sys.stderr, flush=True)
             return earlier[label]
+        nonlocal wall_before
         checkpoint = checkpoints / (_slug(label) + ".safetensors") if checkpoints else None
+        # the interrupted runs that trained this rung saved no row, so their wall is counted by the
+        # training time their checkpoint carries
+        wall_before += _checkpoint_seconds(checkpoint)
         row = _train_and_measure(base, train, test, modality, recipe, settings, label, checkpoint)
         rows.append(row)
         wall = wall_before + time.perf_counter() - started
@@ -316,19 +321,11 @@ def _print_pareto(rows: list[dict], header: str) -> None:
     )
     print("|---|---:|---|---:|---:|---:|---:|---|---|")
     fine = [r for r in rows if r["variant"].startswith("full fine-tune")]
-    ladders = [r["variant"].rsplit(",", 1)[0] for r in fine]  # "full fine-tune FARE"
-    ended = {id(r) for k, r in enumerate(fine) if k + 1 == len(fine) or ladders[k + 1] != ladders[k]}
     for row in rows:
         after = row["after"]
         mark = "yes" if row["front"] else ""
-        if row.get("converged"):
-            state = " (converged)"
-        elif id(row) in ended:
-            state = " (ladder ended, not converged)"
-        else:
-            state = ""
         print(
-            f"| {row['variant']}{state} | {row['epochs']} | {row['trainable_parameters']:,} "
+            f"| {row['variant']}{_ladder_state(row, fine)} | {row['epochs']} | {row['trainable_parameters']:,} "
             f"({100 * row['trainable_fraction']:.2f}%) | {row['train_seconds']:.0f} | {_percent(after['clean_top1'])} "
             f"| {_percent(after['robust_top1'])} | {_percent(after['robust_top5'])} | {mark} "
             f"| {', '.join(row['flags']) or 'ok'} |"
@@ -338,6 +335,33 @@ def _print_pareto(rows: list[dict], header: str) -> None:
         print(line)
 
 
+def _ladder(row: dict) -> str:
+    return row["variant"].rsplit(",", 1)[0]  # "full fine-tune FARE"
+
+
+def _ladder_state(row: dict, fine: list[dict]) -> str:
+    """What a full fine-tune's row says of its ladder: converged, still gaining where it ended, or unjudged.
+
+    A ladder of one rung has nothing to compare its rung with, so it says nothing about convergence.
+    """
+    if row.get("converged"):
+        return " (converged)"
+    rungs = [r for r in fine if _ladder(r) == _ladder(row)]
+    if not rungs or rungs[-1] is not row:
+        return ""
+    if len(rungs) == 1:
+        return " (one rung, convergence not judged)"
+    return " (ladder ended, not converged)"
+
+
+def _convergence(row: dict, fine: list[dict]) -> str:
+    """What the verdict says of the ladder that a full fine-tune's row belongs to."""
+    rungs = [r for r in fine if _ladder(r) == _ladder(row)]
+    if any(r.get("converged") for r in rungs):
+        return " (converged)"
+    return " (one rung, convergence not judged)" if len(rungs) == 1 else " (not converged)"
+
+
 def _pareto_verdict(recipe: dict, fine: list[dict]) -> list[str]:
     """The target: the recipe at least as robust as full fine-tuning at no more than 1/3 of its time."""
     robust, seconds = recipe["after"]["robust_top1"], recipe["train_seconds"]
@@ -345,7 +369,7 @@ def _pareto_verdict(recipe: dict, fine: list[dict]) -> list[str]:
     lines = [
         f"{recipe['variant']}: adaptive {_percent(robust)} in {seconds:.0f} s; most robust full fine-tune: "
         f"{best['variant']}, {_percent(best['after']['robust_top1'])} in {best['train_seconds']:.0f} s"
-        + ("" if best.get("converged") else " (not converged)")
+        + _convergence(best, fine)
     ]
     if robust >= best["after"]["robust_top1"]:
         ratio = seconds / best["train_seconds"]
@@ -387,6 +411,18 @@ def _unfinished(arguments: argparse.Namespace) -> tuple[dict[str, dict], float]:
             "rerun it with the same arguments to resume it, or choose another --json",
         )
     return {row["variant"]: row for row in document["rows"]}, float(document.get("wall_seconds") or 0.0)
+
+
+def _checkpoint_seconds(checkpoint: Path | None) -> float:
+    """The training seconds a rung's checkpoint records; 0 without one (a bad one fails in training, clearly)."""
+    if checkpoint is None or not checkpoint.is_file():
+        return 0.0
+    try:
+        with safe_open(str(checkpoint), "pt") as file:
+            seconds = float((file.metadata() or {}).get("seconds", "0"))
+    except (OSError, ValueError, SafetensorError):
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
 
 def _refuse(what: str, fix: str) -> NoReturn:

@@ -335,28 +335,25 @@ def _print_pareto(rows: list[dict], header: str) -> None:
         print(line)
 
 
-def _ladder(row: dict) -> str:
-    return row["variant"].rsplit(",", 1)[0]  # "full fine-tune FARE"
+def _rungs(row: dict, fine: list[dict]) -> list[dict]:
+    """The full fine-tune rows of ``row``'s ladder ("full fine-tune FARE"), in training order."""
+    ladder = row["variant"].rsplit(",", 1)[0]
+    return [r for r in fine if r["variant"].rsplit(",", 1)[0] == ladder]
 
 
 def _ladder_state(row: dict, fine: list[dict]) -> str:
-    """What a full fine-tune's row says of its ladder: converged, still gaining where it ended, or unjudged.
-
-    A ladder of one rung has nothing to compare its rung with, so it says nothing about convergence.
-    """
+    """What a row says of its ladder: converged, ended still gaining, or unjudged (one rung compares with nothing)."""
     if row.get("converged"):
         return " (converged)"
-    rungs = [r for r in fine if _ladder(r) == _ladder(row)]
+    rungs = _rungs(row, fine)
     if not rungs or rungs[-1] is not row:
         return ""
-    if len(rungs) == 1:
-        return " (one rung, convergence not judged)"
-    return " (ladder ended, not converged)"
+    return " (one rung, convergence not judged)" if len(rungs) == 1 else " (ladder ended, not converged)"
 
 
 def _convergence(row: dict, fine: list[dict]) -> str:
     """What the verdict says of the ladder that a full fine-tune's row belongs to."""
-    rungs = [r for r in fine if _ladder(r) == _ladder(row)]
+    rungs = _rungs(row, fine)
     if any(r.get("converged") for r in rungs):
         return " (converged)"
     return " (one rung, convergence not judged)" if len(rungs) == 1 else " (not converged)"

@@ -1,4 +1,4 @@
-"""The pareto benchmark's table says what its ladders showed, and a resumed run counts its earlier time."""
+"""The pareto benchmark's table says what its ladders showed, and it reads the time a rung's checkpoint carries."""
 
 from __future__ import annotations
 
